@@ -1,0 +1,1 @@
+"""The runner process: the only package that imports torch and diffusers."""
