@@ -72,10 +72,10 @@ def resolve_seed(seed: int | None) -> int:
 def split_prompt(prompt: str, key: str = "prompt", max_parts: int = 3) -> dict[str, str]:
     """``"a|b"`` -> ``{"prompt": "a", "prompt_2": "b"}``, as Livepeer's runner does.
 
-    Parts after the first go to the model's further text encoders (SDXL has two). Parts
-    beyond ``max_parts`` stay joined in the last one.
+    Parts after the first go to the model's further text encoders (SDXL has two); parts
+    beyond ``max_parts`` (the model's number of text encoders) are ignored.
     """
-    parts = [p.strip() for p in prompt.split("|", max_parts - 1)] if prompt else [""]
+    parts = [p.strip() for p in prompt.split("|")][:max_parts]
     out = {key: parts[0]}
     for i, part in enumerate(parts[1:], start=2):
         if part:

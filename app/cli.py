@@ -1,0 +1,162 @@
+"""``orchard``: the command line. Heavy imports happen inside each verb, never at start-up,
+so ``orchard --help`` answers at once and never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import core
+
+
+def user_data_dir() -> Path:
+    """Where Orchard keeps models, outputs and history (``ORCHARD_HOME`` overrides)."""
+    env = os.environ.get("ORCHARD_HOME")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "orchard"
+
+
+def default_models_dir() -> Path:
+    return user_data_dir() / "models"
+
+
+def _warm_spec(text: str) -> tuple[str, str]:
+    from core.pipelines import parse_capability
+
+    pipeline, sep, model_id = text.partition(":")
+    if not sep or not model_id:
+        raise argparse.ArgumentTypeError(f"expected PIPELINE:MODEL_ID, got {text!r}")
+    try:
+        parse_capability(pipeline)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return pipeline, model_id
+
+
+def _device(text: str) -> str:
+    if text == "cpu" or (text.startswith("cuda:") and text[5:].isdigit()) or text == "cuda":
+        return "cuda:0" if text == "cuda" else text
+    raise argparse.ArgumentTypeError(f"device must be cpu or cuda:N, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchard",
+        description="Orchard: run a Livepeer-style AI node on your GPUs. "
+        "With no command, starts the demo runner on tiny local models.",
+    )
+    parser.add_argument("--version", action="version", version=f"orchard {core.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("runner", help="run one runner process (one device, several models)")
+    r.add_argument("--device", type=_device, default="cpu", help="cpu or cuda:N (default cpu)")
+    r.add_argument("--port", type=int, default=8000)
+    r.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    r.add_argument("--token", default=os.environ.get("ORCHARD_RUNNER_TOKEN"),
+                   help="bearer token required on requests (or ORCHARD_RUNNER_TOKEN)")
+    r.add_argument("--models-dir", type=Path, default=None,
+                   help="models directory (diffusers folders or Hugging Face cache layout)")
+    r.add_argument("--warm", type=_warm_spec, action="append", default=[],
+                   metavar="PIPELINE:MODEL_ID", help="load this model at start (repeatable)")
+    r.add_argument("--max-upload-mb", type=float, default=50.0,
+                   help="largest accepted request body in MiB (default 50)")
+    r.add_argument("--max-side", type=int, default=2048,
+                   help="largest width or height accepted (default 2048)")
+    r.add_argument("--max-steps", type=int, default=500,
+                   help="most inference steps accepted (default 500)")
+    r.add_argument("--max-images", type=int, default=8,
+                   help="most images per request (default 8)")
+
+    m = sub.add_parser("models", help="manage models on disk")
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    t = msub.add_parser("make-tiny", help="write tiny random-weight models (noise output)")
+    t.add_argument("dir", type=Path, nargs="?", default=None,
+                   help="models directory (default: the user's models directory)")
+    t.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def cmd_runner(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from core.pipelines.common import Limits
+    from core.runner.server import RunnerSettings, create_app
+
+    settings = RunnerSettings(
+        device=args.device,
+        models_dir=args.models_dir or default_models_dir(),
+        token=args.token or None,
+        warm=list(args.warm),
+        limits=Limits(
+            max_side=args.max_side,
+            max_pixels=args.max_side * args.max_side,
+            max_steps=args.max_steps,
+            max_images=args.max_images,
+            max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        ),
+    )
+    app = create_app(settings)
+    logging.getLogger(__name__).info(
+        "runner on http://%s:%d, device %s, models from %s",
+        args.host, args.port, settings.device, settings.models_dir,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from core.runner.tiny import make_tiny_models
+
+    out = args.dir or default_models_dir()
+    for path in make_tiny_models(out, overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """No command: a runner on the tiny models, so a new operator sees the path work."""
+    from core.runner.tiny import TINY_SDXL, TINY_SVD, make_tiny_models
+
+    models_dir = default_models_dir()
+    make_tiny_models(models_dir)
+    print(
+        "Orchard demo: a runner on tiny local models (they produce noise, not pictures).\n"
+        "Try: curl -s localhost:8000/text-to-image -H 'Content-Type: application/json' "
+        f"-d '{{\"model_id\": \"{TINY_SDXL}\", \"prompt\": \"a cat\", \"width\": 256, "
+        "\"height\": 256, \"num_inference_steps\": 4}' | head -c 200\n",
+        flush=True,
+    )
+    ns = build_parser().parse_args(
+        ["runner", "--device", "cpu", "--models-dir", str(models_dir),
+         "--warm", f"text-to-image:{TINY_SDXL}", "--warm", f"image-to-image:{TINY_SDXL}",
+         "--warm", f"image-to-video:{TINY_SVD}"]
+    )
+    return cmd_runner(ns)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.command == "runner":
+        return cmd_runner(args)
+    if args.command == "models" and args.models_command == "make-tiny":
+        return cmd_make_tiny(args)
+    return cmd_demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
