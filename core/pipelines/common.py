@@ -16,6 +16,7 @@ MAX_SEED = 2**63 - 1
 class Limits:
     """Bounds a runner accepts. Values outside get a 400 that names the bound."""
 
+    min_side: int = 64
     max_side: int = 2048
     max_pixels: int = 2048 * 2048
     max_steps: int = 500
@@ -33,6 +34,8 @@ def check_size(width: int, height: int, limits: Limits, what: str = "image") -> 
                 f"{name} must be a positive multiple of 8 (got {value}); "
                 f"try {max(8, round(value / 8) * 8)}"
             )
+        if value < limits.min_side:
+            raise BadRequest(f"{name} {value} is below this runner's minimum of {limits.min_side}")
         if value > limits.max_side:
             raise BadRequest(f"{name} {value} is above this runner's limit of {limits.max_side}")
     if width * height > limits.max_pixels:

@@ -216,7 +216,7 @@ class Runner:
         previews = PreviewMaker(model.family) if follow else None
 
         def on_step(step: int, total: int, latents: Any) -> None:
-            urls = previews.maybe(step, total, latents) if previews is not None else None
+            urls = previews.maybe(step - 1, total, latents) if previews is not None else None
             hub.publish_threadsafe(rid, "step", step=step, steps=total, previews=urls or [])
 
         def work() -> Any:

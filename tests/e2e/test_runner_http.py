@@ -28,7 +28,7 @@ SVD = "orchard-tiny/svd"
 TINY_FRAMES = 14
 
 
-def png_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format="PNG")
     return buf.getvalue()
@@ -145,12 +145,12 @@ def test_image_to_image_keeps_input_size(runner: RunnerProcess) -> None:
 
 
 def test_image_to_image_defaults_and_odd_input_size(runner: RunnerProcess) -> None:
-    """Defaults (strength 0.8, 100 steps); a 70x53 photo is centre-cropped to 64x48."""
+    """Defaults (strength 0.8, 100 steps); a 70x75 photo is centre-cropped to 64x72."""
     with runner.client() as c:
         r = c.post("/image-to-image", data={"prompt": "x"},
-                   files={"image": ("in.png", png_bytes((70, 53)), "image/png")})
+                   files={"image": ("in.png", png_bytes((70, 75)), "image/png")})
     assert r.status_code == 200, r.text
-    assert decode(r.json()["images"][0]["url"]).size == (64, 48)
+    assert decode(r.json()["images"][0]["url"]).size == (64, 72)
 
 
 def test_image_to_video_frames_and_mp4(runner: RunnerProcess) -> None:
@@ -179,6 +179,7 @@ def test_image_to_video_frames_and_mp4(runner: RunnerProcess) -> None:
     [
         ({"prompt": "x", "width": 100}, 400, "width must be a positive multiple of 8"),
         ({"prompt": "x", "height": 0}, 400, "height must be a positive multiple of 8"),
+        ({"prompt": "x", "height": 32}, 400, "height 32 is below this runner's minimum of 64"),
         ({"prompt": "x", "width": 4096}, 400, "above this runner's limit"),
         ({"prompt": "x", "num_inference_steps": 0}, 400, "num_inference_steps"),
         ({"prompt": "x", "num_images_per_prompt": 0}, 400, "num_images_per_prompt"),
@@ -189,7 +190,7 @@ def test_image_to_video_frames_and_mp4(runner: RunnerProcess) -> None:
         ({"prompt": "x", "width": "wide"}, 422, ""),
         ({"prompt": ["a", "b"]}, 422, ""),
     ],
-    ids=["width-not-8", "height-zero", "too-wide", "zero-steps", "zero-images", "negative-seed",
+    ids=["width-not-8", "height-zero", "too-small", "too-wide", "zero-steps", "zero-images", "negative-seed",
          "unknown-model", "loras", "missing-prompt", "wrong-type", "prompt-list"],
 )
 def test_text_to_image_bad_values(
