@@ -77,8 +77,19 @@ def start_runner(
     """Start ``orchard runner`` on a free loopback port and wait until /health says OK."""
     port = free_port()
     log = log_dir / f"runner-{port}.log"
-    cmd = [sys.executable, "-m", "app", "runner", "--device", "cpu", "--port", str(port),
-           "--models-dir", str(models_dir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "app",
+        "runner",
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        "--models-dir",
+        str(models_dir),
+        *args,
+    ]
     with log.open("wb") as out:  # the child keeps its own descriptor
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=ROOT
@@ -102,9 +113,12 @@ def start_runner(
 
 
 TINY_WARM = (
-    "--warm", "text-to-image:orchard-tiny/sdxl",
-    "--warm", "image-to-image:orchard-tiny/sdxl",
-    "--warm", "image-to-video:orchard-tiny/svd",
+    "--warm",
+    "text-to-image:orchard-tiny/sdxl",
+    "--warm",
+    "image-to-image:orchard-tiny/sdxl",
+    "--warm",
+    "image-to-video:orchard-tiny/svd",
 )
 
 

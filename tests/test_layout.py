@@ -15,7 +15,8 @@ for m in pkgutil.walk_packages(core.__path__, "core."):
     if m.name.startswith("core.runner"):
         continue  # the runner process may import torch; it never imports Qt either (below)
     importlib.import_module(m.name)
-bad = sorted(k for k in sys.modules if k.split(".")[0] in {"PySide6", "qasync", "torch", "diffusers"})
+heavy = {"PySide6", "qasync", "torch", "diffusers"}
+bad = sorted(k for k in sys.modules if k.split(".")[0] in heavy)
 print(",".join(bad))
 """
 
@@ -29,8 +30,9 @@ print(",".join(sorted(k for k in sys.modules if k.split(".")[0] in {"PySide6", "
 
 
 def run_py(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
@@ -49,22 +51,36 @@ def test_help_is_fast_and_imports_no_torch() -> None:
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
-        "print(','.join(k for k in ('torch', 'diffusers', 'PySide6', 'fastapi') if k in sys.modules))"
+        "heavy = ('torch', 'diffusers', 'PySide6', 'fastapi')\n"
+        "print(','.join(k for k in heavy if k in sys.modules))"
     )
     assert run_py(code) == ""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     elapsed = time.perf_counter() - t0
     assert "runner" in out.stdout and "models" in out.stdout
     assert elapsed < 1.0, f"orchard --help took {elapsed:.2f}s"
 
 
 def test_cli_rejects_bad_arguments_with_a_message() -> None:
-    out = subprocess.run([sys.executable, "-m", "app", "runner", "--warm", "text-to-imgae:a/b"],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "runner", "--warm", "text-to-imgae:a/b"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 2
     assert "unknown pipeline 'text-to-imgae'" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "app", "runner", "--device", "gpu0"],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "runner", "--device", "gpu0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 2 and "device must be cpu or cuda:N" in out.stderr

@@ -28,7 +28,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402  (the environment above must be set first)
+import torch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -245,7 +245,7 @@ class Engine:
             optimization_flags=dict(flags or {}),
         )
         if self.device.type == "cuda":
-            model.allocated_after_load = self._allocated() - (before or 0)
+            model.allocated_after_load = (self._allocated() or 0) - (before or 0)
             model.reserved_after_load = torch.cuda.memory_reserved(self.device)
         self._models[model.key] = model
         log.info("loaded %s %s from %s in %.2fs", cap, model_id, path, model.load_seconds)
@@ -277,8 +277,10 @@ class Engine:
             return base
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
-        auto = AutoPipelineForText2Image if cap == Capability.TEXT_TO_IMAGE else (
-            AutoPipelineForImage2Image
+        auto = (
+            AutoPipelineForText2Image
+            if cap == Capability.TEXT_TO_IMAGE
+            else (AutoPipelineForImage2Image)
         )
         pipe = auto.from_pipe(base)
         pipe.set_progress_bar_config(disable=True)
@@ -296,9 +298,7 @@ class Engine:
     def _generators(self, seeds: list[int]) -> list[torch.Generator]:
         return [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
 
-    def _run(
-        self, model: LoadedModel, kwargs: dict[str, Any], on_step: StepCallback | None
-    ) -> Any:
+    def _run(self, model: LoadedModel, kwargs: dict[str, Any], on_step: StepCallback | None) -> Any:
         pipe = model.pipe
 
         def callback(p: Any, i: int, _t: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -71,8 +71,9 @@ class ProgressHub:
         """Add an event; call on the loop thread (see ``publish_threadsafe``)."""
         ch = self._channel(request_id)
         ch.seq += 1
-        ch.events.append({"event": event, "request_id": request_id, "seq": ch.seq,
-                          "at": time.time(), **data})
+        ch.events.append(
+            {"event": event, "request_id": request_id, "seq": ch.seq, "at": time.time(), **data}
+        )
         if event in TERMINAL:
             ch.finished_at = time.monotonic()
         for w in ch.waiters:
@@ -101,8 +102,13 @@ class ProgressHub:
                 try:
                     await asyncio.wait_for(wake.wait(), WAIT_FOR_START_S if not ch.seq else None)
                 except TimeoutError:
-                    yield {"event": "error", "request_id": request_id, "seq": last + 1,
-                           "at": time.time(), "msg": "no request with this id arrived"}
+                    yield {
+                        "event": "error",
+                        "request_id": request_id,
+                        "seq": last + 1,
+                        "at": time.time(),
+                        "msg": "no request with this id arrived",
+                    }
                     return
         finally:
             ch.waiters.discard(wake)

@@ -190,7 +190,9 @@ class Runner:
         try:
             for pipeline, model_id in self.settings.warm:
                 try:
-                    await asyncio.wrap_future(self.engine.submit(self.engine.load, pipeline, model_id))
+                    await asyncio.wrap_future(
+                        self.engine.submit(self.engine.load, pipeline, model_id)
+                    )
                 except Exception as exc:  # reported by /health and the log
                     msg = exc.msg if isinstance(exc, OrchardError) else repr(exc)
                     log.error("could not warm %s %s: %s", pipeline, model_id, msg)
@@ -211,8 +213,13 @@ class Runner:
     ) -> Any:
         """Queue ``job`` on the worker thread, publishing progress for ``rid``."""
         hub = self.hub
-        hub.publish(rid, "queued", pipeline=model.capability.value, model_id=model.model_id,
-                    queue_depth=self.engine.queue_depth)
+        hub.publish(
+            rid,
+            "queued",
+            pipeline=model.capability.value,
+            model_id=model.model_id,
+            queue_depth=self.engine.queue_depth,
+        )
         previews = PreviewMaker(model.family) if follow else None
 
         def on_step(step: int, total: int, latents: Any) -> None:
@@ -307,7 +314,9 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
             {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e["type"])}
             for e in exc.errors()
         ]
-        failed(request, 422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+        failed(
+            request, 422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        )
         return JSONResponse(status_code=422, content={"detail": errors})
 
     # ------------------------------------------------------------ generate
@@ -497,4 +506,3 @@ def _model_json(m: LoadedModel, eng: Engine) -> dict[str, Any]:
         "runs": m.runs,
         "busy": eng.busy_with == m.key,
     }
-

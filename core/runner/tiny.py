@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def write_clip_tokenizer(out: Path) -> int:
     return len(vocab)
 
 
-def _text_config(vocab_size: int, projection: bool):  # type: ignore[no-untyped-def]
+def _text_config(vocab_size: int, projection: bool) -> Any:
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
@@ -125,7 +126,7 @@ def make_tiny_sdxl(out: Path, seed: int = 0) -> Path:
         timestep_spacing="trailing",
         steps_offset=1,
     )
-    pipe = StableDiffusionXLPipeline(
+    pipe: Any = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=CLIPTextModel(_text_config(vocab_size, projection=False)),
         text_encoder_2=CLIPTextModelWithProjection(_text_config(vocab_size, projection=True)),
@@ -201,7 +202,7 @@ def make_tiny_svd(out: Path, seed: int = 0, num_frames: int = 14) -> Path:
         )
     )
     feature_extractor = CLIPImageProcessor(crop_size=32, size=32)
-    pipe = StableVideoDiffusionPipeline(
+    pipe: Any = StableVideoDiffusionPipeline(
         vae=vae,
         image_encoder=image_encoder,
         unet=unet,

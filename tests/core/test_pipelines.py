@@ -43,7 +43,9 @@ def test_params_match_the_contract(model: type[BaseModel], schema: str) -> None:
 
 def test_registry_and_livepeer_ids() -> None:
     assert LIVEPEER_CAPABILITY_IDS == {
-        Capability.TEXT_TO_IMAGE: 27, Capability.IMAGE_TO_IMAGE: 28, Capability.IMAGE_TO_VIDEO: 29
+        Capability.TEXT_TO_IMAGE: 27,
+        Capability.IMAGE_TO_IMAGE: 28,
+        Capability.IMAGE_TO_VIDEO: 29,
     }
     assert module("image-to-video").NAME == "image-to-video"
     with pytest.raises(ValueError, match="unknown pipeline 'upscale'; known pipelines: text-to"):
@@ -100,8 +102,11 @@ def test_image_to_image_needs_one_step_after_strength() -> None:
 def test_image_to_video_validation() -> None:
     ok = ImageToVideoParams(width=512, height=512)
     module("image-to-video").validate(ok, LIMITS)
-    for change, msg in (({"fps": 0}, "fps"), ({"motion_bucket_id": 5000}, "motion_bucket_id"),
-                        ({"noise_aug_strength": -0.1}, "noise_aug_strength")):
+    for change, msg in (
+        ({"fps": 0}, "fps"),
+        ({"motion_bucket_id": 5000}, "motion_bucket_id"),
+        ({"noise_aug_strength": -0.1}, "noise_aug_strength"),
+    ):
         with pytest.raises(BadRequest, match=msg):
             module("image-to-video").validate(ok.model_copy(update=change), LIMITS)
 

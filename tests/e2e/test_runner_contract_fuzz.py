@@ -28,17 +28,34 @@ from schemathesis.checks import (
 from tests.conftest import TINY_WARM, RunnerProcess, start_runner
 from tests.contract import CONTRACTS, RUNNER
 
-IMPLEMENTED = r"^/(text-to-image|image-to-image|image-to-video|health|version|hardware/(info|stats))$"
+IMPLEMENTED = (
+    r"^/(text-to-image|image-to-image|image-to-video|health|version|hardware/(info|stats))$"
+)
 SCHEMA = schemathesis.openapi.from_path(CONTRACTS / RUNNER).include(path_regex=IMPLEMENTED)
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
-def small_runner(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunnerProcess]:
-    r = start_runner(tiny_models, tmp_path_factory.mktemp("fuzz"), *TINY_WARM,
-                     "--max-side", "128", "--max-steps", "3", "--max-images", "2")
+def small_runner(
+    tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunnerProcess]:
+    r = start_runner(
+        tiny_models,
+        tmp_path_factory.mktemp("fuzz"),
+        *TINY_WARM,
+        "--max-side",
+        "128",
+        "--max-steps",
+        "3",
+        "--max-images",
+        "2",
+    )
     yield r
     r.stop()
 
@@ -49,17 +66,27 @@ def steer(body: dict[str, Any], data: st.DataObject) -> None:
     if not data.draw(st.booleans()):
         return
     side = st.sampled_from([64, 72, 128])
-    body.update(width=data.draw(side), height=data.draw(side), loras="", model_id="",
-                num_inference_steps=data.draw(st.integers(1, 3)))
+    body.update(
+        width=data.draw(side),
+        height=data.draw(side),
+        loras="",
+        model_id="",
+        num_inference_steps=data.draw(st.integers(1, 3)),
+    )
     if "seed" in body:
         body["seed"] = data.draw(st.integers(0, 2**40))
     if "num_images_per_prompt" in body:
         body["num_images_per_prompt"] = data.draw(st.integers(1, 2))
-    for key, low, high in (("guidance_scale", 0, 20), ("image_guidance_scale", 0, 5),
-                           ("noise_aug_strength", 0, 1), ("motion_bucket_id", 0, 255)):
+    for key, low, high in (
+        ("guidance_scale", 0, 20),
+        ("image_guidance_scale", 0, 5),
+        ("noise_aug_strength", 0, 1),
+        ("motion_bucket_id", 0, 255),
+    ):
         if key in body:
-            value = data.draw(st.floats(low, high) if key != "motion_bucket_id" else
-                              st.integers(low, high))
+            value = data.draw(
+                st.floats(low, high) if key != "motion_bucket_id" else st.integers(low, high)
+            )
             body[key] = value
     if "fps" in body:
         body["fps"] = data.draw(st.integers(1, 30))
@@ -82,8 +109,13 @@ def png(width: int, height: int) -> bytes:
 
 def test_every_contract_route_is_fuzzed() -> None:
     assert sorted(op.path for op in OPERATIONS) == [
-        "/hardware/info", "/hardware/stats", "/health", "/image-to-image", "/image-to-video",
-        "/text-to-image", "/version",
+        "/hardware/info",
+        "/hardware/stats",
+        "/health",
+        "/image-to-image",
+        "/image-to-video",
+        "/text-to-image",
+        "/version",
     ]
 
 
@@ -98,8 +130,13 @@ def test_contract_holds_for_generated_requests(
     seen: list[int] = []
 
     @given(data=st.data())
-    @settings(max_examples=25, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def run(data: st.DataObject) -> None:
         case = data.draw(operation.as_strategy(generation_mode=mode))
         if mode == GenerationMode.POSITIVE and isinstance(case.body, dict):

@@ -28,7 +28,9 @@ SVD = "orchard-tiny/svd"
 TINY_FRAMES = 14
 
 
-def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+def png_bytes(
+    size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 30, 30)
+) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format="PNG")
     return buf.getvalue()
@@ -75,12 +77,18 @@ def test_models_lists_warm_models_sharing_weights(runner: RunnerProcess) -> None
         body = c.get("/models").json()
     assert body["device"] == "cpu" and body["dtype"] == "float32"
     models = {(m["pipeline"], m["model_id"]): m for m in body["models"]}
-    assert set(models) == {("text-to-image", SDXL), ("image-to-image", SDXL), ("image-to-video", SVD)}
+    assert set(models) == {
+        ("text-to-image", SDXL),
+        ("image-to-image", SDXL),
+        ("image-to-video", SVD),
+    }
     t, i = models[("text-to-image", SDXL)], models[("image-to-image", SDXL)]
     assert t["shares_weights_with"] == ["image-to-image"]
     assert t["weights_bytes"] == i["weights_bytes"] > 0
     assert set(t["vram"]) == {
-        "allocated_after_load", "reserved_after_load", "peak_allocated_last_run",
+        "allocated_after_load",
+        "reserved_after_load",
+        "peak_allocated_last_run",
         "peak_reserved_last_run",
     }
 
@@ -112,10 +120,18 @@ def test_text_to_image_same_seed_same_image(runner: RunnerProcess) -> None:
 
 def test_text_to_image_several_images_and_split_prompt(runner: RunnerProcess) -> None:
     with runner.client() as c:
-        r = t2i(c, prompt="a cat | a watercolour", width=64, height=64,
-                num_inference_steps=2, num_images_per_prompt=3, seed=7)
-        single = t2i(c, prompt="a cat | a watercolour", width=64, height=64,
-                     num_inference_steps=2, seed=8)
+        r = t2i(
+            c,
+            prompt="a cat | a watercolour",
+            width=64,
+            height=64,
+            num_inference_steps=2,
+            num_images_per_prompt=3,
+            seed=7,
+        )
+        single = t2i(
+            c, prompt="a cat | a watercolour", width=64, height=64, num_inference_steps=2, seed=8
+        )
     assert r.status_code == 200, r.text
     images = r.json()["images"]
     assert [m["seed"] for m in images] == [7, 8, 9]
@@ -123,8 +139,11 @@ def test_text_to_image_several_images_and_split_prompt(runner: RunnerProcess) ->
     # Image i of a batch is the image of seed + i alone.
     diff = [
         abs(x - y)
-        for x, y in zip(decode(images[1]["url"]).tobytes(),
-                        decode(single.json()["images"][0]["url"]).tobytes(), strict=True)
+        for x, y in zip(
+            decode(images[1]["url"]).tobytes(),
+            decode(single.json()["images"][0]["url"]).tobytes(),
+            strict=True,
+        )
     ]
     assert max(diff) <= 2
 
@@ -133,8 +152,13 @@ def test_image_to_image_keeps_input_size(runner: RunnerProcess) -> None:
     with runner.client() as c:
         r = c.post(
             "/image-to-image",
-            data={"prompt": "make it blue", "num_inference_steps": "4", "strength": "0.5",
-                  "seed": "5", "model_id": SDXL},
+            data={
+                "prompt": "make it blue",
+                "num_inference_steps": "4",
+                "strength": "0.5",
+                "seed": "5",
+                "model_id": SDXL,
+            },
             files={"image": ("in.png", png_bytes((96, 64)), "image/png")},
         )
     assert r.status_code == 200, r.text
@@ -147,8 +171,11 @@ def test_image_to_image_keeps_input_size(runner: RunnerProcess) -> None:
 def test_image_to_image_defaults_and_odd_input_size(runner: RunnerProcess) -> None:
     """Defaults (strength 0.8, 100 steps); a 70x75 photo is centre-cropped to 64x72."""
     with runner.client() as c:
-        r = c.post("/image-to-image", data={"prompt": "x"},
-                   files={"image": ("in.png", png_bytes((70, 75)), "image/png")})
+        r = c.post(
+            "/image-to-image",
+            data={"prompt": "x"},
+            files={"image": ("in.png", png_bytes((70, 75)), "image/png")},
+        )
     assert r.status_code == 200, r.text
     assert decode(r.json()["images"][0]["url"]).size == (64, 72)
 
@@ -157,8 +184,13 @@ def test_image_to_video_frames_and_mp4(runner: RunnerProcess) -> None:
     with runner.client() as c:
         r = c.post(
             "/image-to-video",
-            data={"width": "64", "height": "64", "num_inference_steps": "2", "fps": "8",
-                  "seed": "11"},
+            data={
+                "width": "64",
+                "height": "64",
+                "num_inference_steps": "2",
+                "fps": "8",
+                "seed": "11",
+            },
             files={"image": ("in.jpg", png_bytes((80, 80)), "image/png")},
         )
         assert r.status_code == 200, r.text
@@ -190,8 +222,20 @@ def test_image_to_video_frames_and_mp4(runner: RunnerProcess) -> None:
         ({"prompt": "x", "width": "wide"}, 422, ""),
         ({"prompt": ["a", "b"]}, 422, ""),
     ],
-    ids=["width-not-8", "height-zero", "too-small", "too-wide", "zero-steps", "zero-images", "negative-seed",
-         "unknown-model", "loras", "missing-prompt", "wrong-type", "prompt-list"],
+    ids=[
+        "width-not-8",
+        "height-zero",
+        "too-small",
+        "too-wide",
+        "zero-steps",
+        "zero-images",
+        "negative-seed",
+        "unknown-model",
+        "loras",
+        "missing-prompt",
+        "wrong-type",
+        "prompt-list",
+    ],
 )
 def test_text_to_image_bad_values(
     runner: RunnerProcess, body: dict[str, Any], status: int, fragment: str
@@ -202,8 +246,11 @@ def test_text_to_image_bad_values(
 
 def test_bad_json_is_422(runner: RunnerProcess) -> None:
     with runner.client() as c:
-        r = c.post("/text-to-image", content=b'{"prompt": "x",',
-                   headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/text-to-image",
+            content=b'{"prompt": "x",',
+            headers={"Content-Type": "application/json"},
+        )
     assert_error(r, 422)
     assert r.json()["detail"][0]["type"] == "json_invalid"
 
@@ -215,8 +262,9 @@ def test_uploads_that_are_not_images(runner: RunnerProcess, path: str) -> None:
         missing = c.post(path, data=data)
         text = c.post(path, data=data, files={"image": ("a.png", b"hello, not a png", "image/png")})
         empty = c.post(path, data=data, files={"image": ("a.png", b"", "image/png")})
-        truncated = c.post(path, data=data,
-                           files={"image": ("a.png", png_bytes()[:60], "image/png")})
+        truncated = c.post(
+            path, data=data, files={"image": ("a.png", png_bytes()[:60], "image/png")}
+        )
     assert_error(missing, 422)
     assert missing.json()["detail"][0]["loc"] == ["body", "image"]
     assert_error(text, 400, "is not an image")
@@ -228,21 +276,38 @@ def test_image_to_video_bad_values(runner: RunnerProcess) -> None:
     files = {"image": ("a.png", png_bytes(), "image/png")}
     with runner.client() as c:
         assert_error(c.post("/image-to-video", data={"width": "65"}, files=files), 400, "width")
-        assert_error(c.post("/image-to-video", data={"fps": "0", "width": "64", "height": "64"},
-                            files=files), 400, "fps")
-        assert_error(c.post("/image-to-video", data={"width": "64", "height": "64",
-                                                     "model_id": SDXL}, files=files),
-                     400, "not loaded")
+        assert_error(
+            c.post(
+                "/image-to-video", data={"fps": "0", "width": "64", "height": "64"}, files=files
+            ),
+            400,
+            "fps",
+        )
+        assert_error(
+            c.post(
+                "/image-to-video",
+                data={"width": "64", "height": "64", "model_id": SDXL},
+                files=files,
+            ),
+            400,
+            "not loaded",
+        )
         assert_error(c.post("/image-to-video", data={"motion_bucket_id": "many"}, files=files), 422)
 
 
 def test_image_to_image_bad_values(runner: RunnerProcess) -> None:
     files = {"image": ("a.png", png_bytes(), "image/png")}
     with runner.client() as c:
-        assert_error(c.post("/image-to-image", data={"prompt": "x", "strength": "1.5"},
-                            files=files), 400, "strength")
-        assert_error(c.post("/image-to-image", data={"prompt": "x", "model_id": SVD},
-                            files=files), 400, "not loaded")
+        assert_error(
+            c.post("/image-to-image", data={"prompt": "x", "strength": "1.5"}, files=files),
+            400,
+            "strength",
+        )
+        assert_error(
+            c.post("/image-to-image", data={"prompt": "x", "model_id": SVD}, files=files),
+            400,
+            "not loaded",
+        )
 
 
 def test_unknown_route_and_method(runner: RunnerProcess) -> None:
@@ -254,8 +319,11 @@ def test_unknown_route_and_method(runner: RunnerProcess) -> None:
 def test_runner_keeps_serving_after_errors(runner: RunnerProcess) -> None:
     with runner.client() as c:
         for _ in range(3):
-            c.post("/text-to-image", content=b"\xff\xfe garbage",
-                   headers={"Content-Type": "application/json"})
+            c.post(
+                "/text-to-image",
+                content=b"\xff\xfe garbage",
+                headers={"Content-Type": "application/json"},
+            )
             c.post("/image-to-image", data={"prompt": "x"}, files={"image": ("a", b"\x00" * 99)})
         assert t2i(c, width=64, height=64, num_inference_steps=1).status_code == 200
         assert c.get("/health").json() == {"status": "OK"}
@@ -264,8 +332,16 @@ def test_runner_keeps_serving_after_errors(runner: RunnerProcess) -> None:
 # ------------------------------------------------------------------------- token and size
 @pytest.fixture(scope="module")
 def guarded(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    r = start_runner(tiny_models, tmp_path_factory.mktemp("guarded"), "--token", "s3cret",
-                     "--max-upload-mb", "0.25", "--warm", f"image-to-image:{SDXL}")
+    r = start_runner(
+        tiny_models,
+        tmp_path_factory.mktemp("guarded"),
+        "--token",
+        "s3cret",
+        "--max-upload-mb",
+        "0.25",
+        "--warm",
+        f"image-to-image:{SDXL}",
+    )
     yield r
     r.stop()
 
@@ -289,8 +365,11 @@ def test_oversize_upload_is_413_and_runner_continues(guarded: RunnerProcess) -> 
     buf = io.BytesIO()
     big.save(buf, format="BMP")  # ~480 KB, over the 0.25 MiB limit
     with guarded.client("s3cret") as c:
-        r = c.post("/image-to-image", data={"prompt": "x"},
-                   files={"image": ("big.bmp", buf.getvalue(), "image/bmp")})
+        r = c.post(
+            "/image-to-image",
+            data={"prompt": "x"},
+            files={"image": ("big.bmp", buf.getvalue(), "image/bmp")},
+        )
         assert_error(r, 413, "upload limit")
 
         def chunks() -> Any:  # no Content-Length: the limit is enforced while streaming
@@ -298,11 +377,17 @@ def test_oversize_upload_is_413_and_runner_continues(guarded: RunnerProcess) -> 
             for _ in range(40):
                 yield b"x" * 16384
 
-        r = c.post("/image-to-image", content=chunks(),
-                   headers={"Content-Type": "multipart/form-data; boundary=zz"})
+        r = c.post(
+            "/image-to-image",
+            content=chunks(),
+            headers={"Content-Type": "multipart/form-data; boundary=zz"},
+        )
         assert_error(r, 413, "upload limit")
-        ok = c.post("/image-to-image", data={"prompt": "x", "num_inference_steps": "2"},
-                    files={"image": ("a.png", png_bytes(), "image/png")})
+        ok = c.post(
+            "/image-to-image",
+            data={"prompt": "x", "num_inference_steps": "2"},
+            files={"image": ("a.png", png_bytes(), "image/png")},
+        )
         assert ok.status_code == 200
 
 
@@ -311,9 +396,18 @@ def test_concurrent_requests_all_complete_and_health_answers(runner: RunnerProce
     async def main() -> tuple[list[httpx.Response], list[float]]:
         async with httpx.AsyncClient(base_url=runner.url, timeout=120) as c:
             jobs = [
-                asyncio.create_task(c.post("/text-to-image", json={
-                    "prompt": f"job {i}", "width": 128, "height": 128,
-                    "num_inference_steps": 6, "seed": i}))
+                asyncio.create_task(
+                    c.post(
+                        "/text-to-image",
+                        json={
+                            "prompt": f"job {i}",
+                            "width": 128,
+                            "height": 128,
+                            "num_inference_steps": 6,
+                            "seed": i,
+                        },
+                    )
+                )
                 for i in range(6)
             ]
             health_times = []
@@ -348,8 +442,11 @@ def test_progress_stream_steps_and_previews(runner: RunnerProcess) -> None:
     reader = threading.Thread(target=read_events, args=(f"{runner.url}/progress/{rid}", events))
     reader.start()
     with runner.client() as c:
-        r = c.post("/text-to-image", headers={"X-Request-Id": rid},
-                   json={"prompt": "x", "width": 128, "height": 128, "num_inference_steps": 5})
+        r = c.post(
+            "/text-to-image",
+            headers={"X-Request-Id": rid},
+            json={"prompt": "x", "width": 128, "height": 128, "num_inference_steps": 5},
+        )
     reader.join(30)
     assert r.status_code == 200 and r.headers["X-Request-Id"] == rid
     kinds = [e["event"] for e in events]
@@ -366,9 +463,12 @@ def test_progress_stream_steps_and_previews(runner: RunnerProcess) -> None:
 def test_progress_stream_for_video_has_frame_previews(runner: RunnerProcess) -> None:
     with runner.client() as c:
         rid = "progress-video-1"
-        r = c.post("/image-to-video", headers={"X-Request-Id": rid},
-                   data={"width": "64", "height": "64", "num_inference_steps": "2"},
-                   files={"image": ("a.png", png_bytes(), "image/png")})
+        r = c.post(
+            "/image-to-video",
+            headers={"X-Request-Id": rid},
+            data={"width": "64", "height": "64", "num_inference_steps": "2"},
+            files={"image": ("a.png", png_bytes(), "image/png")},
+        )
         assert r.status_code == 200
     events: list[dict[str, Any]] = []
     read_events(f"{runner.url}/progress/{rid}", events)  # a late follower gets the history
@@ -380,8 +480,9 @@ def test_progress_stream_for_video_has_frame_previews(runner: RunnerProcess) -> 
 def test_progress_stream_reports_errors(runner: RunnerProcess) -> None:
     with runner.client() as c:
         rid = "progress-error-1"
-        r = c.post("/text-to-image", headers={"X-Request-Id": rid},
-                   json={"prompt": "x", "width": 12})
+        r = c.post(
+            "/text-to-image", headers={"X-Request-Id": rid}, json={"prompt": "x", "width": 12}
+        )
         assert r.status_code == 400
     events: list[dict[str, Any]] = []
     read_events(f"{runner.url}/progress/{rid}", events)
@@ -395,8 +496,11 @@ def test_load_unload_and_shared_weights(runner: RunnerProcess) -> None:
         r = c.post("/models/unload", json={"pipeline": "image-to-image", "model_id": SDXL})
         assert r.status_code == 200, r.text
         files = {"image": ("a.png", png_bytes(), "image/png")}
-        assert_error(c.post("/image-to-image", data={"prompt": "x"}, files=files),
-                     400, "no model is loaded for image-to-image")
+        assert_error(
+            c.post("/image-to-image", data={"prompt": "x"}, files=files),
+            400,
+            "no model is loaded for image-to-image",
+        )
         # text-to-image of the same model still works: its weights were not dropped
         assert t2i(c, width=64, height=64, num_inference_steps=1).status_code == 200
         loaded = c.post("/models/load", json={"pipeline": "image-to-image", "model_id": SDXL})
@@ -404,19 +508,33 @@ def test_load_unload_and_shared_weights(runner: RunnerProcess) -> None:
         assert loaded.json()["load_seconds"] < 0.5  # components reused, nothing read from disk
         r = c.post("/image-to-image", data={"prompt": "x", "num_inference_steps": "2"}, files=files)
         assert r.status_code == 200
-        assert_error(c.post("/models/unload", json={"pipeline": "image-to-image",
-                                                    "model_id": "a/b"}), 404, "not loaded")
+        assert_error(
+            c.post("/models/unload", json={"pipeline": "image-to-image", "model_id": "a/b"}),
+            404,
+            "not loaded",
+        )
 
 
 def test_load_errors_name_the_problem(runner: RunnerProcess, tiny_models: Path) -> None:
     with runner.client() as c:
         r = c.post("/models/load", json={"pipeline": "text-to-image", "model_id": "acme/missing"})
-        assert_error(r, 400, "not on disk", str(tiny_models / "acme/missing"),
-                     str(tiny_models / "models--acme--missing"))
-        assert_error(c.post("/models/load", json={"pipeline": "text-to-imgae", "model_id": SDXL}),
-                     400, "unknown pipeline")
-        assert_error(c.post("/models/load", json={"pipeline": "text-to-image", "model_id": SVD}),
-                     400, "serves image-to-video")
+        assert_error(
+            r,
+            400,
+            "not on disk",
+            str(tiny_models / "acme/missing"),
+            str(tiny_models / "models--acme--missing"),
+        )
+        assert_error(
+            c.post("/models/load", json={"pipeline": "text-to-imgae", "model_id": SDXL}),
+            400,
+            "unknown pipeline",
+        )
+        assert_error(
+            c.post("/models/load", json={"pipeline": "text-to-image", "model_id": SVD}),
+            400,
+            "serves image-to-video",
+        )
         assert c.get("/health").json() == {"status": "OK"}
 
 
@@ -431,14 +549,20 @@ def test_hugging_face_cache_layout(runner: RunnerProcess, tiny_models: Path) -> 
         (cache / "refs").mkdir(parents=True, exist_ok=True)
         (cache / "refs" / "main").write_text("0123abcd")
     with runner.client() as c:
-        r = c.post("/models/load", json={"pipeline": "text-to-image",
-                                         "model_id": "orchard-tiny/cached"})
+        r = c.post(
+            "/models/load", json={"pipeline": "text-to-image", "model_id": "orchard-tiny/cached"}
+        )
         assert r.status_code == 200, r.text
         assert r.json()["path"] == str(snapshot)
         out = t2i(c, model_id="orchard-tiny/cached", width=64, height=64, num_inference_steps=1)
         assert out.status_code == 200
-        assert c.post("/models/unload", json={"pipeline": "text-to-image",
-                                              "model_id": "orchard-tiny/cached"}).status_code == 200
+        assert (
+            c.post(
+                "/models/unload",
+                json={"pipeline": "text-to-image", "model_id": "orchard-tiny/cached"},
+            ).status_code
+            == 200
+        )
 
 
 # ------------------------------------------------------------------------- faults
@@ -448,8 +572,13 @@ def test_gpu_out_of_memory_is_reported_and_runner_recovers(
     """A CUDA OOM cannot happen on this CPU-only machine, so the runner is told to raise
     torch's real ``OutOfMemoryError`` in its next run (ORCHARD_RUNNER_INJECT_OOM); the error
     mapping, the memory release and the recovery are the real code."""
-    r = start_runner(tiny_models, tmp_path, "--warm", f"text-to-image:{SDXL}",
-                     env={"ORCHARD_RUNNER_INJECT_OOM": "1"})
+    r = start_runner(
+        tiny_models,
+        tmp_path,
+        "--warm",
+        f"text-to-image:{SDXL}",
+        env={"ORCHARD_RUNNER_INJECT_OOM": "1"},
+    )
     try:
         with r.client() as c:
             first = t2i(c, width=64, height=64, num_inference_steps=1)
@@ -461,8 +590,7 @@ def test_gpu_out_of_memory_is_reported_and_runner_recovers(
 
 
 def test_warm_failure_is_reported_by_health(tiny_models: Path, tmp_path: Path) -> None:
-    r = start_runner(tiny_models, tmp_path, "--warm", "text-to-image:acme/missing",
-                     wait_ok=False)
+    r = start_runner(tiny_models, tmp_path, "--warm", "text-to-image:acme/missing", wait_ok=False)
     try:
         with r.client() as c:
             assert c.get("/health").json() == {"status": "ERROR"}

@@ -1,0 +1,30 @@
+# Two commands for a fresh machine: `make run` (set up, then run Orchard) and `make test`
+# (set up, then run the whole test suite). Both create .venv with pinned versions.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[runner,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/orchard
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/runner_overhead.py
+	$(BIN)/python bench/preview_cost.py
+
+clean:
+	rm -rf $(VENV) .tiny-models .pytest_cache .mypy_cache .ruff_cache
