@@ -58,26 +58,49 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", type=_device, default="cpu", help="cpu or cuda:N (default cpu)")
     r.add_argument("--port", type=int, default=8000)
     r.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    r.add_argument("--token", default=os.environ.get("ORCHARD_RUNNER_TOKEN"),
-                   help="bearer token required on requests (or ORCHARD_RUNNER_TOKEN)")
-    r.add_argument("--models-dir", type=Path, default=None,
-                   help="models directory (diffusers folders or Hugging Face cache layout)")
-    r.add_argument("--warm", type=_warm_spec, action="append", default=[],
-                   metavar="PIPELINE:MODEL_ID", help="load this model at start (repeatable)")
-    r.add_argument("--max-upload-mb", type=float, default=50.0,
-                   help="largest accepted request body in MiB (default 50)")
-    r.add_argument("--max-side", type=int, default=2048,
-                   help="largest width or height accepted (default 2048)")
-    r.add_argument("--max-steps", type=int, default=500,
-                   help="most inference steps accepted (default 500)")
-    r.add_argument("--max-images", type=int, default=8,
-                   help="most images per request (default 8)")
+    r.add_argument(
+        "--token",
+        default=os.environ.get("ORCHARD_RUNNER_TOKEN"),
+        help="bearer token required on requests (or ORCHARD_RUNNER_TOKEN)",
+    )
+    r.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="models directory (diffusers folders or Hugging Face cache layout)",
+    )
+    r.add_argument(
+        "--warm",
+        type=_warm_spec,
+        action="append",
+        default=[],
+        metavar="PIPELINE:MODEL_ID",
+        help="load this model at start (repeatable)",
+    )
+    r.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=50.0,
+        help="largest accepted request body in MiB (default 50)",
+    )
+    r.add_argument(
+        "--max-side", type=int, default=2048, help="largest width or height accepted (default 2048)"
+    )
+    r.add_argument(
+        "--max-steps", type=int, default=500, help="most inference steps accepted (default 500)"
+    )
+    r.add_argument("--max-images", type=int, default=8, help="most images per request (default 8)")
 
     m = sub.add_parser("models", help="manage models on disk")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     t = msub.add_parser("make-tiny", help="write tiny random-weight models (noise output)")
-    t.add_argument("dir", type=Path, nargs="?", default=None,
-                   help="models directory (default: the user's models directory)")
+    t.add_argument(
+        "dir",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="models directory (default: the user's models directory)",
+    )
     t.add_argument("--overwrite", action="store_true")
     return parser
 
@@ -111,7 +134,10 @@ def cmd_runner(args: argparse.Namespace) -> int:
     app = create_app(settings)
     logging.getLogger(__name__).info(
         "runner on http://%s:%d, device %s, models from %s",
-        args.host, args.port, settings.device, settings.models_dir,
+        args.host,
+        args.port,
+        settings.device,
+        settings.models_dir,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
@@ -135,14 +161,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         "Orchard demo: a runner on tiny local models (they produce noise, not pictures).\n"
         "Try: curl -s localhost:8000/text-to-image -H 'Content-Type: application/json' "
-        f"-d '{{\"model_id\": \"{TINY_SDXL}\", \"prompt\": \"a cat\", \"width\": 256, "
-        "\"height\": 256, \"num_inference_steps\": 4}' | head -c 200\n",
+        f'-d \'{{"model_id": "{TINY_SDXL}", "prompt": "a cat", "width": 256, '
+        '"height": 256, "num_inference_steps": 4}\' | head -c 200\n',
         flush=True,
     )
     ns = build_parser().parse_args(
-        ["runner", "--device", "cpu", "--models-dir", str(models_dir),
-         "--warm", f"text-to-image:{TINY_SDXL}", "--warm", f"image-to-image:{TINY_SDXL}",
-         "--warm", f"image-to-video:{TINY_SVD}"]
+        [
+            "runner",
+            "--device",
+            "cpu",
+            "--models-dir",
+            str(models_dir),
+            "--warm",
+            f"text-to-image:{TINY_SDXL}",
+            "--warm",
+            f"image-to-image:{TINY_SDXL}",
+            "--warm",
+            f"image-to-video:{TINY_SVD}",
+        ]
     )
     return cmd_runner(ns)
 

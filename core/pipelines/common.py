@@ -47,18 +47,22 @@ def check_size(width: int, height: int, limits: Limits, what: str = "image") -> 
 
 def check_steps(steps: int, limits: Limits) -> None:
     if not 1 <= steps <= limits.max_steps:
-        raise BadRequest(f"num_inference_steps must be between 1 and {limits.max_steps} (got {steps})")
+        raise BadRequest(
+            f"num_inference_steps must be between 1 and {limits.max_steps} (got {steps})"
+        )
 
 
 def check_images(n: int, limits: Limits) -> None:
     if not 1 <= n <= limits.max_images:
-        raise BadRequest(f"num_images_per_prompt must be between 1 and {limits.max_images} (got {n})")
+        raise BadRequest(
+            f"num_images_per_prompt must be between 1 and {limits.max_images} (got {n})"
+        )
 
 
 def check_finite(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
     if not math.isfinite(value):
         raise BadRequest(f"{name} must be a finite number (got {value})")
-    if lo is not None and value < lo or hi is not None and value > hi:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise BadRequest(f"{name} must be between {lo} and {hi} (got {value})")
 
 
