@@ -17,7 +17,10 @@ def folder_bytes(path: Path) -> int:
 def test_make_tiny_cli_writes_both_models(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "app", "models", "make-tiny", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     sdxl, svd = tmp_path / "orchard-tiny" / "sdxl", tmp_path / "orchard-tiny" / "svd"
@@ -37,7 +40,10 @@ def test_make_tiny_cli_writes_both_models(tmp_path: Path) -> None:
     before = unet.stat().st_mtime_ns
     again = subprocess.run(
         [sys.executable, "-m", "app", "models", "make-tiny", str(tmp_path)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert again.returncode == 0
     assert unet.stat().st_mtime_ns == before
@@ -46,8 +52,9 @@ def test_make_tiny_cli_writes_both_models(tmp_path: Path) -> None:
 def test_tokenizer_round_trips_text() -> None:
     from transformers import CLIPTokenizer
 
-    tok = CLIPTokenizer.from_pretrained(str(ROOT / ".tiny-models" / "orchard-tiny" / "sdxl"),
-                                        subfolder="tokenizer")
+    tok = CLIPTokenizer.from_pretrained(
+        str(ROOT / ".tiny-models" / "orchard-tiny" / "sdxl"), subfolder="tokenizer"
+    )
     ids = tok("a red fox")["input_ids"]
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
     assert tok.decode(ids, skip_special_tokens=True).replace(" ", "") == "aredfox"
