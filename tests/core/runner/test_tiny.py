@@ -49,11 +49,11 @@ def test_make_tiny_cli_writes_both_models(tmp_path: Path) -> None:
     assert unet.stat().st_mtime_ns == before
 
 
-def test_tokenizer_round_trips_text() -> None:
+def test_tokenizer_round_trips_text(tiny_models: Path) -> None:
     from transformers import CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(
-        str(ROOT / ".tiny-models" / "orchard-tiny" / "sdxl"), subfolder="tokenizer"
+        str(tiny_models / "orchard-tiny" / "sdxl"), subfolder="tokenizer"
     )
     ids = tok("a red fox")["input_ids"]
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
