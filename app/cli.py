@@ -91,6 +91,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--max-images", type=int, default=8, help="most images per request (default 8)")
 
+    n = sub.add_parser("node", help="run the orchestrator node with its runners (headless)")
+    n.add_argument(
+        "--models",
+        type=Path,
+        required=True,
+        metavar="aiModels.json",
+        help="Livepeer's aiModels.json (Orchard reads its extras: gpus, backend)",
+    )
+    n.add_argument(
+        "--gpus",
+        default="all",
+        help="all, cpu, or GPU indices such as 0,1 (default all; cpu:N for N CPU runners)",
+    )
+    n.add_argument("--port", type=int, default=8935)
+    n.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    n.add_argument("--models-dir", type=Path, default=None)
+    n.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="job history, outputs and logs (default the user data directory)",
+    )
+    n.add_argument(
+        "--reserve",
+        action="append",
+        default=[],
+        metavar="GPU=GIB",
+        help="VRAM to keep free on a GPU, e.g. 0=1.5 (repeatable; cpu for the CPU)",
+    )
+
     m = sub.add_parser("models", help="manage models on disk")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     t = msub.add_parser("make-tiny", help="write tiny random-weight models (noise output)")
@@ -143,6 +173,67 @@ def cmd_runner(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reserve(items: list[str]) -> dict[int, int]:
+    out = {}
+    for item in items:
+        gpu, sep, gib = item.partition("=")
+        try:
+            index = -1 if gpu.strip() == "cpu" else int(gpu)
+            out[index] = int(float(gib) * 1024**3)
+        except ValueError:
+            raise SystemExit(f"orchard node: --reserve expects GPU=GIB, got {item!r}") from None
+        if not sep:
+            raise SystemExit(f"orchard node: --reserve expects GPU=GIB, got {item!r}")
+    return out
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from core import config
+    from core.errors import OrchardError
+    from core.orchestrator.node import Node, NodeSettings
+
+    try:
+        cfg = config.load(args.models)
+    except OrchardError as exc:
+        print(f"orchard node: {exc.msg}", file=sys.stderr)
+        return 2
+    except FileNotFoundError:
+        print(f"orchard node: {args.models} does not exist", file=sys.stderr)
+        return 2
+    settings = NodeSettings(
+        config=cfg,
+        data_dir=args.data_dir or user_data_dir(),
+        models_dir=args.models_dir or default_models_dir(),
+        gpus=args.gpus,
+        host=args.host,
+        port=args.port,
+        reserve=_reserve(args.reserve),
+    )
+
+    async def run() -> int:
+        node = Node(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await node.start()
+        except OrchardError as exc:
+            print(f"orchard node: {exc.msg}", file=sys.stderr)
+            return 1
+        offered = ", ".join(f"{sl.capability.value}:{sl.model_id}" for sl in node.slots)
+        print(f"orchard node on {node.url} offering {offered}; Ctrl-C to stop", flush=True)
+        await stop.wait()
+        print("stopping the node and its runners", flush=True)
+        await node.stop()
+        return 0
+
+    return asyncio.run(run())
+
+
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from core.runner.tiny import make_tiny_models
 
@@ -189,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if args.command == "runner":
         return cmd_runner(args)
+    if args.command == "node":
+        return cmd_node(args)
     if args.command == "models" and args.models_command == "make-tiny":
         return cmd_make_tiny(args)
     return cmd_demo(args)

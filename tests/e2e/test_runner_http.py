@@ -401,9 +401,9 @@ def test_concurrent_requests_all_complete_and_health_answers(runner: RunnerProce
                         "/text-to-image",
                         json={
                             "prompt": f"job {i}",
-                            "width": 128,
-                            "height": 128,
-                            "num_inference_steps": 6,
+                            "width": 192,
+                            "height": 192,
+                            "num_inference_steps": 20,
                             "seed": i,
                         },
                     )
@@ -411,7 +411,7 @@ def test_concurrent_requests_all_complete_and_health_answers(runner: RunnerProce
                 for i in range(6)
             ]
             health_times = []
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.05)
             while not all(j.done() for j in jobs):
                 t0 = time.perf_counter()
                 h = await c.get("/health")

@@ -1,0 +1,1 @@
+"""The orchestrator (O): jobs, capability advertisement, the node that runs it all."""
