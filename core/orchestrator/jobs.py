@@ -98,14 +98,14 @@ class JobManager:
         self,
         slots: list[ModelSlot],
         devices: dict[int, Device],
-        external: dict[tuple[str, str], RunnerHandle],
+        dedicated: dict[tuple[str, str], RunnerHandle],
         store: JobStore,
         bus: ev.EventBus,
         fee: Callable[[JobRequest], str] | None = None,
     ) -> None:
         self.slots = {s.key: s for s in slots}
         self.devices = devices
-        self.external = external
+        self.dedicated = dedicated  # one runner per model: external URLs, containers
         self.store = store
         self.bus = bus
         self.fee = fee or (lambda _req: "0")
@@ -316,11 +316,11 @@ class JobManager:
 
     # ------------------------------------------------------------------ placement
     async def _runner_for(self, slot: ModelSlot) -> tuple[RunnerHandle, int | None]:
-        ext = self.external.get(slot.key)
+        ext = self.dedicated.get(slot.key)
         if ext is not None:
             if ext.status.state != RunnerState.READY:
                 raise RunnerUnavailable(
-                    f"the external runner for {slot.model_id} at {ext.url} is "
+                    f"the runner {ext.runner_id} for {slot.model_id} at {ext.url} is "
                     f"{ext.status.state}: {ext.status.detail}"
                 )
             return ext, None

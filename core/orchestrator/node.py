@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import sys
@@ -66,6 +67,7 @@ class NodeSettings:
     limits: Limits = field(default_factory=Limits)
     runner_python: str = sys.executable
     ready_timeout_s: float = 180.0
+    docker_image: str = "livepeer/ai-runner:latest"
 
 
 def parse_gpus(spec: str, inventory: gpu_mod.GpuInventory) -> list[int]:
@@ -120,7 +122,11 @@ class Node:
         self.store = JobStore(settings.data_dir)
         self.inventory: gpu_mod.GpuInventory | None = None
         self.devices: dict[int, Device] = {}
-        self.external: dict[tuple[str, str], RunnerHandle] = {}
+        # runners that serve one model each: external URLs and Docker containers
+        self.dedicated: dict[tuple[str, str], RunnerHandle] = {}
+        self.node_id = (
+            "orchard-" + hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]
+        )
         self.slots: list[ModelSlot] = []
         self.jobs: JobManager | None = None
         self.state = "stopped"
@@ -156,15 +162,11 @@ class Node:
         entries = [e for e in s.config.entries if e.supported and not e.gateway_key]
         for w in s.config.warnings:
             log.warning("%s", w)
-        local_entries = [e for e in entries if e.effective_backend == Backend.LOCAL]
-        unsupported_backend = [e for e in entries if e.effective_backend == Backend.DOCKER]
-        if unsupported_backend:
-            raise NodeError(
-                f"model {unsupported_backend[0].model_id}: the docker backend is not available "
-                "in this node yet; use backend local or an external url"
-            )
-        self.slots = await asyncio.to_thread(self._make_slots, local_entries)
-        warm = [sl for sl in self.slots if sl.warm]
+        placed = [e for e in entries if e.effective_backend in (Backend.LOCAL, Backend.DOCKER)]
+        docker_keys = {e.key for e in entries if e.effective_backend == Backend.DOCKER}
+        self.slots = await asyncio.to_thread(self._make_slots, placed)
+        # ai-runner containers load their one model at start: they are warm by nature.
+        warm = [sl for sl in self.slots if sl.warm or sl.key in docker_keys]
         result = plan(
             budgets,
             [ModelDemand.from_footprint(sl.footprint, warm=True, gpus=sl.gpus) for sl in warm],
@@ -173,8 +175,9 @@ class Node:
             log.warning("placement: %s", w)
         per_device: dict[int, list[tuple[str, str]]] = {i: [] for i in indices}
         for sl in warm:
-            for gpu in result.assignments.get(sl.key, ()):
-                per_device[gpu].append(sl.key)
+            if sl.key not in docker_keys:
+                for gpu in result.assignments.get(sl.key, ()):
+                    per_device[gpu].append(sl.key)
         for idx, budget in zip(indices, budgets, strict=True):
             runner = LocalRunner(
                 f"runner-{'cpu' if idx < 0 else 'gpu'}{abs(idx) - 1 if idx < 0 else idx}",
@@ -186,13 +189,38 @@ class Node:
             )
             runner.on_state(self._on_runner_state)
             self.devices[idx] = Device(idx, runner, budget)
+        by_key = {e.key: e for e in entries}
+        if docker_keys:
+            from core.runners.docker import DockerRunner, cleanup_leftovers
+
+            removed = await cleanup_leftovers(self.node_id)
+            if removed:
+                log.info("removed leftover containers of this node: %s", ", ".join(removed))
+            for n, sl in enumerate(sl for sl in self.slots if sl.key in docker_keys):
+                e = by_key[sl.key]
+                placed_on: tuple[int | None, ...] = result.assignments.get(sl.key) or (None,)
+                on = placed_on[0]
+                cmd = e.extra.get("command")
+                docker_runner = DockerRunner(
+                    f"docker-{n}",
+                    self.node_id,
+                    s.models_dir,
+                    warm=[sl.key],
+                    gpu_index=on if on is not None and on >= 0 else None,
+                    image=str(e.extra.get("image") or s.docker_image),
+                    command=[str(c) for c in cmd] if isinstance(cmd, list) else None,
+                    capacity=sl.capacity,
+                    log_path=s.data_dir / "logs" / f"docker-{n}.log",
+                )
+                docker_runner.on_state(self._on_runner_state)
+                self.dedicated[sl.key] = docker_runner
         for e in entries:
             if e.effective_backend == Backend.EXTERNAL and e.capability is not None:
                 ext = ExternalRunner(
-                    f"external-{len(self.external)}", e.url or "", e.token, e.effective_capacity
+                    f"external-{len(self.dedicated)}", e.url or "", e.token, e.effective_capacity
                 )
                 ext.on_state(self._on_runner_state)
-                self.external[(e.pipeline, e.model_id)] = ext
+                self.dedicated[e.key] = ext
                 self.slots.append(
                     ModelSlot(
                         e.capability,
@@ -203,14 +231,18 @@ class Node:
                     )
                 )
         handles: list[RunnerHandle] = [d.runner for d in self.devices.values()]
-        handles += list(self.external.values())
+        handles += list(self.dedicated.values())
         await asyncio.gather(*(h.start() for h in handles))
-        await self._wait_ready([d.runner for d in self.devices.values()])
+        managed = [d.runner for d in self.devices.values()]
+        managed += [h for k, h in self.dedicated.items() if k in docker_keys]
+        await self._wait_ready(managed)
         for d in self.devices.values():
             for key in per_device[d.index]:
                 next(sl for sl in self.slots if sl.key == key).runners.add(d.runner.runner_id)
+        for key, handle in self.dedicated.items():
+            next(sl for sl in self.slots if sl.key == key).runners.add(handle.runner_id)
         await self._measure()
-        self.jobs = JobManager(self.slots, self.devices, self.external, self.store, self.bus)
+        self.jobs = JobManager(self.slots, self.devices, self.dedicated, self.store, self.bus)
         gpus = [i for i in indices if i >= 0]
         self.telemetry = gpu_mod.TelemetrySampler(indices=gpus or None)
         self.telemetry.subscribe(self._on_samples)
@@ -334,7 +366,7 @@ class Node:
                     await self._serve_task
             self._server = None
         handles: list[RunnerHandle] = [d.runner for d in self.devices.values()]
-        handles += list(self.external.values())
+        handles += list(self.dedicated.values())
         await asyncio.gather(*(h.stop() for h in handles), return_exceptions=True)
         await self.store.close()
 
