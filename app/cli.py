@@ -4,6 +4,7 @@ so ``orchard --help`` answers at once and never imports torch."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -36,6 +37,15 @@ def _warm_spec(text: str) -> tuple[str, str]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return pipeline, model_id
+
+
+def _pipeline(text: str) -> str:
+    from core.pipelines import parse_capability
+
+    try:
+        return parse_capability(text).value
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _device(text: str) -> str:
@@ -121,6 +131,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="VRAM to keep free on a GPU, e.g. 0=1.5 (repeatable; cpu for the CPU)",
     )
 
+    n.add_argument(
+        "--free",
+        action="store_true",
+        help="free mode for local testing: price 0, no payment required",
+    )
+
+    from app import gateway_cli
+
+    gateway_cli.add_parser(sub)
+
+    b = sub.add_parser("bench", help="benchmark a model: load, latency, throughput, memory")
+    b.add_argument("--pipeline", required=True, type=_pipeline)
+    b.add_argument("--model", default=None, help="model id (default: the --arch's random model)")
+    b.add_argument("--device", type=_device, default="cpu")
+    b.add_argument("--runs", type=int, default=5)
+    b.add_argument("--steps", type=int, default=None)
+    b.add_argument("--width", type=int, default=None)
+    b.add_argument("--height", type=int, default=None)
+    b.add_argument("--concurrency", default="1", help="e.g. 1,2,4")
+    b.add_argument("--through", default="direct", help="direct,runner,node (any of them)")
+    b.add_argument("--models-dir", type=Path, default=None)
+    b.add_argument(
+        "--arch",
+        choices=["sdxl-turbo", "sd-turbo", "svd-xt"],
+        default=None,
+        help="a full-size architecture with random weights (with --random-weights)",
+    )
+    b.add_argument("--random-weights", action="store_true")
+    b.add_argument("--json", type=Path, default=None, help="write the report as JSON")
+    b.add_argument("--chart", type=Path, default=None, help="write a PNG chart")
+
     m = sub.add_parser("models", help="manage models on disk")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     t = msub.add_parser("make-tiny", help="write tiny random-weight models (noise output)")
@@ -140,6 +181,7 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def cmd_runner(args: argparse.Namespace) -> int:
@@ -211,6 +253,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         reserve=_reserve(args.reserve),
+        free=args.free,
     )
 
     async def run() -> int:
@@ -232,6 +275,56 @@ def cmd_node(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from core.runner import bench
+
+    models_dir = args.models_dir or default_models_dir()
+    model = args.model
+    if args.arch:
+        if not args.random_weights:
+            print(
+                "orchard bench: --arch needs --random-weights (no weights are downloaded)",
+                file=sys.stderr,
+            )
+            return 2
+        from core.runner.archs import save_pipeline
+
+        model = model or f"orchard-random/{args.arch}"
+        if not (models_dir / model / "model_index.json").exists():
+            import torch
+
+            dtype = torch.float32 if args.device == "cpu" else torch.float16
+            print(f"building {args.arch} with random weights in {models_dir / model}", flush=True)
+            save_pipeline(args.arch, models_dir / model, dtype=dtype)
+    if not model:
+        print("orchard bench: give --model, or --arch with --random-weights", file=sys.stderr)
+        return 2
+    through = [t.strip() for t in args.through.split(",") if t.strip()]
+    bad = [t for t in through if t not in bench.PATHS]
+    if bad:
+        print(f"orchard bench: --through takes {', '.join(bench.PATHS)}", file=sys.stderr)
+        return 2
+    cfg = bench.BenchConfig(
+        pipeline=args.pipeline,
+        model=model,
+        models_dir=models_dir,
+        device=args.device,
+        runs=args.runs,
+        steps=args.steps,
+        width=args.width,
+        height=args.height,
+        concurrency=[int(c) for c in args.concurrency.split(",")],
+        through=through,
+    )
+    rep = bench.run(cfg)
+    print(bench.table(rep))
+    if args.json:
+        args.json.write_text(json.dumps(rep, indent=2))
+    if args.chart:
+        bench.chart(rep, args.chart)
+    return 0
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
@@ -282,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_runner(args)
     if args.command == "node":
         return cmd_node(args)
+    if args.command == "gateway":
+        from app import gateway_cli
+
+        return gateway_cli.run(args)
+    if args.command == "bench":
+        return cmd_bench(args)
     if args.command == "models" and args.models_command == "make-tiny":
         return cmd_make_tiny(args)
     return cmd_demo(args)

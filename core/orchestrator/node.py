@@ -68,6 +68,7 @@ class NodeSettings:
     runner_python: str = sys.executable
     ready_timeout_s: float = 180.0
     docker_image: str = "livepeer/ai-runner:latest"
+    free: bool = False  # free mode for local testing: no payment asked
 
 
 def parse_gpus(spec: str, inventory: gpu_mod.GpuInventory) -> list[int]:
