@@ -231,6 +231,13 @@ class LedgerTx:
         del row["ticket"]
         _insert(self.conn, "tickets", row)
 
+    def has_ticket(self, ticket_hash: bytes) -> bool:
+        """Whether this exact ticket (same sender, params and nonce) was accepted before."""
+        row = self.conn.execute(
+            "SELECT 1 FROM tickets WHERE ticket_hash = ?", (_hex(ticket_hash),)
+        ).fetchone()
+        return row is not None
+
     def tickets(self, where: str = "", args: tuple[Any, ...] = ()) -> list[StoredTicket]:
         sql = "SELECT * FROM tickets" + (f" WHERE {where}" if where else "") + " ORDER BY rowid"
         rows = self.conn.execute(sql, args)

@@ -23,8 +23,8 @@ order, each a :class:`~core.payments.tickets.PaymentRejected`:
 2. the tickets' recipient is this O (400 wrong_recipient);
 3. each signature recovers to ``payment.sender`` (401 bad_signature); a payment without
    tickets is allowed only under params this sender already paid a ticket under (401);
-4. nonces strictly above the last accepted for (sender, recipient_rand_hash) and rising
-   within the payment (400 replayed_nonce);
+4. each nonce accepted at most once per (sender, recipient_rand_hash), in any order, as
+   go-livepeer's recipient (400 replayed_nonce);
 5. the price B expects is not below O's (402 price_too_low), when O passes its price;
 6. the sender's deposit, less its winning tickets not yet redeemed, covers a face value
    (402 insufficient_deposit);
@@ -230,16 +230,19 @@ class TicketRecipient:
                 )
             last = tx.last_nonce(payment.sender, params.recipient_rand_hash)
             _check_signatures(payment, signers, paid_before=last is not None)
-            last = last or 0
-            for nonce, _ in payment.tickets:
-                if nonce <= last:
+            # As go-livepeer's recipient: each nonce is accepted once per (sender, params), in
+            # any order, so concurrent jobs from one gateway may arrive out of order.
+            seen: set[int] = set()
+            for ticket in payment.to_tickets():
+                nonce = ticket.sender_nonce
+                if nonce in seen or tx.has_ticket(ticket.hash()):
                     raise PaymentRejected(
                         400,
-                        f"ticket nonce {nonce} is not above the last accepted nonce {last} for "
-                        "this sender and these ticket params (a replayed ticket?)",
+                        f"ticket nonce {nonce} was already used with these ticket params by "
+                        "this sender (a replayed ticket?)",
                         RejectReason.REPLAYED_NONCE,
                     )
-                last = nonce
+                seen.add(nonce)
             if price is not None and payment.expected_price < price:
                 raise PaymentRejected(
                     402,

@@ -100,11 +100,20 @@ async def test_replayed_nonce_is_400(node: Node) -> None:
     params = await node.recipient.ticket_params()
     payment = node.sender.payment_for(params, FEE, PRICE)
     await node.recipient.receive(payment, FEE, "job-1")
-    message = "nonce 1 is not above the last accepted nonce 2"
+    message = "nonce 1 was already used with these ticket params"
     await rejected(node, payment, FEE, 400, RejectReason.REPLAYED_NONCE, message)
-    # An older nonce than the last is a replay too, even on its own.
+    # An accepted nonce sent again on its own is a replay too.
     old = signed(params, node.sender.account, 1)
     await rejected(node, old, Fraction(0), 400, RejectReason.REPLAYED_NONCE, "nonce 1")
+
+
+async def test_nonces_may_arrive_out_of_order(node: Node) -> None:
+    """Two jobs signed 1 then 2 whose requests arrive 2 then 1 are both paid."""
+    params = await node.recipient.ticket_params()
+    first = signed(params, node.sender.account, 1)
+    second = signed(params, node.sender.account, 2)
+    await node.recipient.receive(second, Fraction(0), "job-b")
+    await node.recipient.receive(first, Fraction(0), "job-a")
 
 
 async def test_too_little_value_is_402_with_the_amount_missing(node: Node) -> None:
