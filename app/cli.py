@@ -162,6 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, default=None, help="write the report as JSON")
     b.add_argument("--chart", type=Path, default=None, help="write a PNG chart")
 
+    p = sub.add_parser("payments", help="the node's off-chain payment ledger and earnings")
+    psub = p.add_subparsers(dest="payments_command", metavar="ACTION", required=True)
+    d = psub.add_parser("deposit", help="record a gateway's deposit (off-chain ledger)")
+    d.add_argument("sender", help="the gateway's Ethereum address")
+    d.add_argument("deposit", type=int, help="deposit in wei")
+    d.add_argument("--reserve", type=int, default=0, help="reserve in wei")
+    d.add_argument("--data-dir", type=Path, default=None)
+    e = psub.add_parser("earnings", help="fees, tickets and expected value received")
+    e.add_argument("--data-dir", type=Path, default=None)
+    e.add_argument("--days", type=int, default=7)
+    e.add_argument(
+        "--node",
+        default=None,
+        metavar="URL",
+        help="ask a running node (its ledger is in use while it runs)",
+    )
+
     m = sub.add_parser("models", help="manage models on disk")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     t = msub.add_parser("make-tiny", help="write tiny random-weight models (noise output)")
@@ -327,6 +344,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_payments(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from core.errors import OrchardError
+    from core.payments.chain import OffChainLedger
+    from core.payments.earnings import earnings, format_earnings
+    from core.payments.ledger import PaymentLedger
+
+    data_dir = args.data_dir or user_data_dir()
+    if args.payments_command == "earnings" and args.node:
+        import httpx
+
+        body = httpx.get(f"{args.node.rstrip('/')}/earnings", timeout=10).json()
+        print(json.dumps(body, indent=2))
+        return 0
+
+    async def run() -> int:
+        async with PaymentLedger(data_dir) as ledger:
+            if args.payments_command == "deposit":
+                await OffChainLedger(ledger).set_deposit(args.sender, args.deposit, args.reserve)
+                print(
+                    f"off-chain deposit of {args.sender}: {args.deposit} wei, reserve "
+                    f"{args.reserve} wei (recorded in {data_dir}; no blockchain involved)"
+                )
+            else:
+                print(format_earnings(await earnings(ledger), show_days=args.days))
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except (OrchardError, ValueError) as exc:
+        msg = getattr(exc, "msg", str(exc))
+        if "another Orchard process" in msg:
+            msg += "; while the node runs, use: orchard payments earnings --node http://HOST:PORT"
+        print(f"orchard payments: {msg}", file=sys.stderr)
+        return 1
+
+
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from core.runner.tiny import make_tiny_models
 
@@ -381,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         return gateway_cli.run(args)
     if args.command == "bench":
         return cmd_bench(args)
+    if args.command == "payments":
+        return cmd_payments(args)
     if args.command == "models" and args.models_command == "make-tiny":
         return cmd_make_tiny(args)
     return cmd_demo(args)

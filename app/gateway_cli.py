@@ -62,7 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(text-to-image:stabilityai/sdxl-turbo=8000); repeatable; default no cap",
     )
     p.add_argument(
-        "--key", type=Path, default=None, metavar="FILE", help="payment key file (for tickets)"
+        "--key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the gateway's payment key (created if missing; default in the user data dir)",
     )
     p.add_argument(
         "--poll-interval",
@@ -104,6 +108,12 @@ def build_gateway(args: argparse.Namespace, payer: Payer | None = None) -> Gatew
     )
 
 
+def _default_key() -> Path:
+    from app.cli import user_data_dir
+
+    return user_data_dir() / "keys" / "gateway.json"
+
+
 def run(args: argparse.Namespace, payer: Payer | None = None) -> int:
     """Serve until SIGINT or SIGTERM. 0 after a clean stop, 1 if it cannot start, 2 for a
     wrong option."""
@@ -115,11 +125,26 @@ def run(args: argparse.Namespace, payer: Payer | None = None) -> int:
 
     if logging.getLogger("httpx").level == logging.NOTSET:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
-    if args.key is not None and not args.key.is_file():
-        print(f"orchard gateway: key file {args.key} does not exist", file=sys.stderr)
-        return 2
 
     async def serve() -> int:
+        nonlocal payer
+        ticket_payer = None
+        if payer is None:
+            from core.gateway.payer import TicketPayer
+            from core.payments.sender import TicketSender, load_or_create_key
+
+            key = args.key or _default_key()
+            try:
+                account = await asyncio.to_thread(load_or_create_key, key)
+            except (OSError, ValueError) as exc:
+                print(
+                    f"orchard gateway: cannot read or create the key file {key}: {exc}",
+                    file=sys.stderr,
+                )
+                return 2
+            ticket_payer = TicketPayer(TicketSender(account))
+            payer = ticket_payer
+            print(f"orchard gateway: paying as {account.address} (key {key})", flush=True)
         server = GatewayServer(build_gateway(args, payer), args.host, args.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -129,6 +154,8 @@ def run(args: argparse.Namespace, payer: Payer | None = None) -> int:
             await server.start()
         except OrchardError as exc:
             print(f"orchard gateway: {exc.msg}", file=sys.stderr)
+            if ticket_payer is not None:
+                await ticket_payer.aclose()
             return 1
         snap = server.gateway.snapshot()
         reachable = sum(1 for o in snap if o["reachable"])
@@ -141,6 +168,8 @@ def run(args: argparse.Namespace, payer: Payer | None = None) -> int:
         await stop.wait()
         print("stopping the gateway", flush=True)
         await server.stop()
+        if ticket_payer is not None:
+            await ticket_payer.aclose()
         return 0
 
     return asyncio.run(serve())

@@ -16,6 +16,8 @@ class OrchardError(Exception):
     def __init__(self, msg: str) -> None:
         super().__init__(msg)
         self.msg = msg
+        #: extra response headers (e.g. the payer's balance after a refund)
+        self.headers: dict[str, str] = {}
 
     def to_detail(self) -> dict[str, dict[str, str]]:
         return {"detail": {"msg": self.msg}}

@@ -11,14 +11,16 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import Any
 
 import httpx
 
 from core import events as ev
 from core.errors import BadRequest, OrchardError, OutOfVram, RunnerUnavailable, ServiceUnavailable
+from core.orchestrator.payments import NodePayments, fee_text
+from core.payments.tickets import BALANCE_HEADER
 from core.pipelines import Capability
 from core.placement import (
     Admission,
@@ -81,6 +83,7 @@ class JobRequest:
     json: dict[str, Any] | None = None
     data: dict[str, str] | None = None
     files: dict[str, tuple[str, bytes, str]] | None = None
+    payment_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class JobResult:
     status: int
     body: bytes
     content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class JobManager:
@@ -101,14 +105,14 @@ class JobManager:
         dedicated: dict[tuple[str, str], RunnerHandle],
         store: JobStore,
         bus: ev.EventBus,
-        fee: Callable[[JobRequest], str] | None = None,
+        payments: NodePayments | None = None,
     ) -> None:
         self.slots = {s.key: s for s in slots}
         self.devices = devices
         self.dedicated = dedicated  # one runner per model: external URLs, containers
         self.store = store
         self.bus = bus
-        self.fee = fee or (lambda _req: "0")
+        self.payments = payments
         self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.finished = 0
         self.failed = 0
@@ -189,28 +193,45 @@ class JobManager:
         )
         await self.store.add_job(record)
         self.bus.emit(ev.JobQueued(job_id, slot.capability.value, slot.model_id, slot.in_use))
+        charged = False
+        fee, receipt = Fraction(0), None
         try:
-            return await self._run(job_id, slot, req, created)
+            if self.payments is not None:
+                fee, receipt = await self.payments.charge(
+                    req.payment_header, slot.capability, slot.model_id, req.pixels, job_id
+                )
+                charged = receipt is not None
+            result = await self._run(job_id, slot, req, created, fee_text(fee))
+            if receipt is not None:
+                balance = receipt.balance
+                result.headers[BALANCE_HEADER] = f"{balance.numerator}/{balance.denominator}"
+            return result
         except OrchardError as exc:
-            await self._fail(job_id, exc.status, exc.msg)
+            await self._fail(job_id, exc.status, exc.msg, charged)
+            if charged and self.payments is not None and receipt is not None:
+                # the fee was refunded: tell the gateway what it holds here now
+                balance = await self.payments.balance(receipt.sender)
+                exc.headers = {BALANCE_HEADER: f"{balance.numerator}/{balance.denominator}"}
             raise
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            await self._fail(job_id, 500, f"internal error: {exc}")
+            await self._fail(job_id, 500, f"internal error: {exc}", charged)
             raise
         finally:
             slot.in_use -= 1
             slot.last_used = time.time()
 
-    async def _fail(self, job_id: str, status: int, reason: str) -> None:
+    async def _fail(self, job_id: str, status: int, reason: str, refund: bool = False) -> None:
         self.failed += 1
+        if refund and self.payments is not None:
+            await self.payments.refund(job_id)  # the sender pays only for jobs it got
         await self.store.update_job(
             job_id, state=JobState.FAILED, status=status, error=reason, finished_at=time.time()
         )
         self.bus.emit(ev.JobFailed(job_id, status, reason))
 
     async def _run(
-        self, job_id: str, slot: ModelSlot, req: JobRequest, created: float
+        self, job_id: str, slot: ModelSlot, req: JobRequest, created: float, fee: str
     ) -> JobResult:
         retried_oom = retried_crash = False
         while True:
@@ -261,16 +282,16 @@ class JobManager:
                 raise OutOfVram(error_message(resp))
             if resp.status_code != 200:
                 raise _passthrough(resp)
-            return await self._finish(job_id, slot, req, resp, runner, created)
+            return await self._finish(job_id, req, resp, runner, created, fee)
 
     async def _finish(
         self,
         job_id: str,
-        slot: ModelSlot,
         req: JobRequest,
         resp: httpx.Response,
         runner: RunnerHandle,
         created: float,
+        fee: str,
     ) -> JobResult:
         body = resp.json()
         items: list[tuple[bytes, str]] = []
@@ -283,7 +304,6 @@ class JobManager:
                 items = [(_data_url_bytes(m["url"]), "png") for m in body["frames"][0]]
         paths = await self.store.save_outputs(job_id, items)
         duration = time.time() - created
-        fee = self.fee(req)
         await self.store.update_job(
             job_id,
             state=JobState.DONE,

@@ -26,6 +26,7 @@ from core import modelstore
 from core.config import Backend, ModelEntry, ModelsConfig
 from core.errors import BadRequest, OrchardError, RunnerUnavailable
 from core.orchestrator.jobs import Device, JobManager, ModelSlot
+from core.orchestrator.payments import NodePayments
 from core.pipelines import LIVEPEER_CAPABILITY_IDS, Capability
 from core.pipelines.common import Limits
 from core.placement import (
@@ -136,6 +137,7 @@ class Node:
         self._serve_task: asyncio.Task[None] | None = None
         self.started_at: float | None = None
         self.telemetry: gpu_mod.TelemetrySampler | None = None
+        self.payments = NodePayments(settings.config, settings.data_dir, settings.free)
 
     # ------------------------------------------------------------------ lifecycle
     def _set_state(self, state: str, detail: str = "") -> None:
@@ -163,6 +165,9 @@ class Node:
         entries = [e for e in s.config.entries if e.supported and not e.gateway_key]
         for w in s.config.warnings:
             log.warning("%s", w)
+        offered = [(e.capability, e.model_id) for e in entries if e.capability is not None]
+        self.payments.check_prices(offered)  # before anything loads
+        await self.payments.open(offered)
         placed = [e for e in entries if e.effective_backend in (Backend.LOCAL, Backend.DOCKER)]
         docker_keys = {e.key for e in entries if e.effective_backend == Backend.DOCKER}
         self.slots = await asyncio.to_thread(self._make_slots, placed)
@@ -243,7 +248,9 @@ class Node:
         for key, handle in self.dedicated.items():
             next(sl for sl in self.slots if sl.key == key).runners.add(handle.runner_id)
         await self._measure()
-        self.jobs = JobManager(self.slots, self.devices, self.dedicated, self.store, self.bus)
+        self.jobs = JobManager(
+            self.slots, self.devices, self.dedicated, self.store, self.bus, self.payments
+        )
         gpus = [i for i in indices if i >= 0]
         self.telemetry = gpu_mod.TelemetrySampler(indices=gpus or None)
         self.telemetry.subscribe(self._on_samples)
@@ -369,6 +376,7 @@ class Node:
         handles: list[RunnerHandle] = [d.runner for d in self.devices.values()]
         handles += list(self.dedicated.values())
         await asyncio.gather(*(h.stop() for h in handles), return_exceptions=True)
+        await self.payments.close()
         await self.store.close()
 
     def _on_runner_state(self, status: Any) -> None:
@@ -397,7 +405,17 @@ class Node:
                 ),
             }
             price = self.settings.config.price_for(sl.capability.value, sl.model_id)
-            if price is not None:
+            if self.settings.free:  # free mode is explicit, and advertised as price 0
+                prices.append(
+                    {
+                        "capability": int(cid),
+                        "constraint": sl.model_id,
+                        "price_per_unit": "0",
+                        "pixels_per_unit": 1,
+                        "currency": "WEI",
+                    }
+                )
+            elif price is not None:
                 prices.append(
                     {
                         "capability": int(cid),
@@ -424,6 +442,7 @@ class Node:
             "state": self.state,
             "capabilities": {"per_capability": per_cap},
             "capabilities_prices": prices,
+            "payment": self.payments.info(),
             "hardware": hardware,
         }
 

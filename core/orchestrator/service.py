@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import core
 from core.errors import OrchardError, ServiceUnavailable
 from core.orchestrator.jobs import JobRequest
+from core.payments.tickets import PAYMENT_HEADER, PaymentRejected
 from core.pipelines import Capability, image_to_image, image_to_video
 from core.pipelines import text_to_image as t2i
 from core.pipelines.image_to_image import ImageToImageParams
@@ -41,7 +42,16 @@ def create_app(node: Node) -> FastAPI:
 
     @app.exception_handler(OrchardError)
     async def _orchard_error(_r: Request, exc: OrchardError) -> JSONResponse:
-        return _detail(exc.status, exc.msg)
+        if isinstance(exc, PaymentRejected):
+            detail: dict[str, Any] = {"msg": exc.msg, "reason": str(exc.reason)}
+            if exc.missing is not None:
+                detail["missing"] = str(exc.missing)
+            return JSONResponse(
+                status_code=exc.status, content={"detail": detail}, headers=exc.headers
+            )
+        response = _detail(exc.status, exc.msg)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -68,23 +78,38 @@ def create_app(node: Node) -> FastAPI:
             result.body,
             status_code=result.status,
             media_type=result.content_type,
-            headers={JOB_ID_HEADER: result.job_id},
+            headers={JOB_ID_HEADER: result.job_id, **result.headers},
         )
 
+    @app.get("/earnings", tags=["node"], summary="Fees and tickets (off-chain ledger)")
+    async def earnings() -> dict[str, Any]:
+        return await node.payments.earnings()
+
+    @app.get("/ticket-params", tags=["node"], summary="Ticket parameters for a gateway")
+    async def ticket_params(sender: str | None = None) -> dict[str, Any]:
+        return await node.payments.ticket_params(sender)
+
     @app.post("/text-to-image", tags=["generate"], operation_id="genTextToImage")
-    async def text_to_image(params: TextToImageParams) -> Response:
+    async def text_to_image(params: TextToImageParams, request: Request) -> Response:
         t2i.validate(params, limits)
         body = params.model_dump(exclude_unset=True)
         pixels = t2i.billing_pixels(body)
         return await run(
             JobRequest(
-                Capability.TEXT_TO_IMAGE, params.model_id, params.model_dump(), pixels, json=body
+                Capability.TEXT_TO_IMAGE,
+                params.model_id,
+                params.model_dump(),
+                pixels,
+                json=body,
+                payment_header=request.headers.get(PAYMENT_HEADER),
             )
         )
 
     @app.post("/image-to-image", tags=["generate"], operation_id="genImageToImage")
     async def image_to_image_route(
-        params: Annotated[ImageToImageParams, Form()], image: Annotated[UploadFile, File()]
+        params: Annotated[ImageToImageParams, Form()],
+        image: Annotated[UploadFile, File()],
+        request: Request,
     ) -> Response:
         data = await image.read()
         img = await asyncio.to_thread(media.decode_image, data, limits.max_pixels, "image")
@@ -101,12 +126,15 @@ def create_app(node: Node) -> FastAPI:
                 pixels,
                 data=form,
                 files=files,
+                payment_header=request.headers.get(PAYMENT_HEADER),
             )
         )
 
     @app.post("/image-to-video", tags=["generate"], operation_id="genImageToVideo")
     async def image_to_video_route(
-        params: Annotated[ImageToVideoParams, Form()], image: Annotated[UploadFile, File()]
+        params: Annotated[ImageToVideoParams, Form()],
+        image: Annotated[UploadFile, File()],
+        request: Request,
     ) -> Response:
         image_to_video.validate(params, limits)
         data = await image.read()
@@ -122,6 +150,7 @@ def create_app(node: Node) -> FastAPI:
                 pixels,
                 data=form,
                 files=files,
+                payment_header=request.headers.get(PAYMENT_HEADER),
             )
         )
 

@@ -69,7 +69,7 @@ MAX_HEADER_CHARS = 12_000
 
 _ZERO32 = bytes(32)
 # "num/den" or a plain decimal, without exponents (Fraction("1e99999999") would take ages).
-_PRICE_TEXT = re.compile(r"[0-9]{1,78}(?:/[0-9]{1,78}|\.[0-9]{1,78})?")
+_PRICE_TEXT = re.compile(r"[0-9]{1,160}(?:/[0-9]{1,160}|\.[0-9]{1,160})?")
 
 
 class RejectReason(StrEnum):

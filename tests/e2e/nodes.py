@@ -106,10 +106,32 @@ def wait_node(node: NodeProcess, timeout: float = 180) -> NodeProcess:
     return node
 
 
+def record_deposit(data_dir: Path, sender: str, wei: int) -> None:
+    """Record ``sender``'s deposit in a node's off-chain ledger (before the node starts)."""
+    import asyncio
+
+    from core.payments.chain import OffChainLedger
+    from core.payments.ledger import PaymentLedger
+
+    async def run() -> None:
+        async with PaymentLedger(data_dir) as ledger:
+            await OffChainLedger(ledger).set_deposit(sender, wei)
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run())
+
+
 def start_nodes(
-    models_dir: Path, tmp: Path, configs: list[list[dict[str, Any]]]
+    models_dir: Path,
+    tmp: Path,
+    configs: list[list[dict[str, Any]]],
+    deposits: dict[str, int] | None = None,
 ) -> list[NodeProcess]:
-    """Several nodes, one CPU runner each, started together (their runners warm in parallel)."""
+    """Several nodes, one CPU runner each, started together (their runners warm in parallel).
+    ``deposits``: gateway address -> wei, recorded in each node's off-chain ledger first."""
+    for i in range(len(configs)):
+        for sender, wei in (deposits or {}).items():
+            record_deposit(tmp / f"node{i}" / "data", sender, wei)
     nodes = [spawn_node(models_dir, tmp / f"node{i}", cfg) for i, cfg in enumerate(configs)]
     try:
         for n in nodes:

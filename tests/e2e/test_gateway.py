@@ -93,11 +93,30 @@ def models(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def gateway_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The gateway's payment key; its address has an off-chain deposit at every node."""
+    from core.payments.sender import load_or_create_key
+
+    path = tmp_path_factory.mktemp("gateway-key") / "gateway.json"
+    load_or_create_key(path)
+    return path
+
+
+def address_of(key: Path) -> str:
+    from core.payments.sender import load_or_create_key
+
+    return str(load_or_create_key(key).address)
+
+
+@pytest.fixture(scope="module")
 def nodes(
-    models: Path, tmp_path_factory: pytest.TempPathFactory
+    models: Path, gateway_key: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, NodeProcess]]:
     tmp = tmp_path_factory.mktemp("gateway-nodes")
-    started = dict(zip(CONFIGS, start_nodes(models, tmp, list(CONFIGS.values())), strict=True))
+    deposits = {address_of(gateway_key): 10**21}
+    started = dict(
+        zip(CONFIGS, start_nodes(models, tmp, list(CONFIGS.values()), deposits), strict=True)
+    )
     yield started
     for n in started.values():
         stop_node(n)
@@ -105,10 +124,18 @@ def nodes(
 
 @pytest.fixture(scope="module")
 def gateway(
-    nodes: dict[str, NodeProcess], tmp_path_factory: pytest.TempPathFactory
+    nodes: dict[str, NodeProcess], gateway_key: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Proc]:
     urls = [nodes[name].url for name in "ABC"]
-    gw = start_gateway(tmp_path_factory.mktemp("gateway"), urls, *CAPS, "--poll-interval", "1")
+    gw = start_gateway(
+        tmp_path_factory.mktemp("gateway"),
+        urls,
+        *CAPS,
+        "--poll-interval",
+        "1",
+        "--key",
+        str(gateway_key),
+    )
     yield gw
     stop_gateway(gw)
 
@@ -262,11 +289,15 @@ async def test_killed_orchestrator_fails_over_mid_job(
 
 
 async def test_in_process_without_caps_picks_the_warm_expensive_one(
-    gateway: Proc, nodes: dict[str, NodeProcess]
+    gateway: Proc, nodes: dict[str, NodeProcess], gateway_key: Path
 ) -> None:
     """After A died: no cap, so C (warm, 9000) beats B (cold, 500)."""
+    from core.gateway.payer import TicketPayer
+    from core.payments.sender import TicketSender, load_or_create_key
+
     assert nodes["A"].proc.poll() is not None
-    gw = Gateway(Discovery([nodes[n].url for n in "ABC"]))
+    payer = TicketPayer(TicketSender(load_or_create_key(gateway_key)))
+    gw = Gateway(Discovery([nodes[n].url for n in "ABC"]), payer=payer)
     await gw.start()
     try:
         result = await gw.submit(T2I, json=small(), pixels=64 * 64, steps=2)
@@ -276,6 +307,7 @@ async def test_in_process_without_caps_picks_the_warm_expensive_one(
         assert view is not None and view.error and view.suspended(view.suspended_until - 1)
     finally:
         await gw.stop()
+        await payer.aclose()
 
 
 # ---------------------------------------------------------------------- stub orchestrators
@@ -479,7 +511,7 @@ async def test_default_model_when_the_request_names_none() -> None:
         pytest.param(
             ["--max-price", "text-to-imgae:a/b=1"], 2, "unknown pipeline", id="bad-pipeline"
         ),
-        pytest.param(["--key", "/nonexistent/key"], 2, "key file", id="missing-key"),
+        pytest.param(["--key", "/dev/null/key"], 2, "key file", id="unusable-key"),
         pytest.param(["--orchestrators", "ftp://x"], 2, "must be http(s)", id="bad-url"),
     ],
 )

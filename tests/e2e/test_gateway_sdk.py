@@ -39,15 +39,34 @@ CONFIG = [
 
 
 @pytest.fixture(scope="module")
-def node(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    (n,) = start_nodes(tiny_models, tmp_path_factory.mktemp("sdk-node"), [CONFIG])
+def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from core.payments.sender import load_or_create_key
+
+    path = tmp_path_factory.mktemp("sdk-key") / "gateway.json"
+    load_or_create_key(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def node(
+    tiny_models: Path, key: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeProcess]:
+    """A paid node; the gateway's address has an off-chain deposit there."""
+    from core.payments.sender import load_or_create_key
+
+    deposits = {str(load_or_create_key(key).address): 10**21}
+    (n,) = start_nodes(tiny_models, tmp_path_factory.mktemp("sdk-node"), [CONFIG], deposits)
     yield n
     stop_node(n)
 
 
 @pytest.fixture(scope="module")
-def gateway(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    gw = start_gateway(tmp_path_factory.mktemp("sdk-gateway"), [node.url], "--max-price", "10")
+def gateway(
+    node: NodeProcess, key: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proc]:
+    gw = start_gateway(
+        tmp_path_factory.mktemp("sdk-gateway"), [node.url], "--max-price", "10", "--key", str(key)
+    )
     yield gw
     stop_gateway(gw)
 

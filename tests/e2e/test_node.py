@@ -79,8 +79,16 @@ def pid_alive(pid: int) -> bool:
 
 
 def start_node(
-    models_dir: Path, tmp: Path, config: list[dict[str, Any]], *args: str, wait: bool = True
+    models_dir: Path,
+    tmp: Path,
+    config: list[dict[str, Any]],
+    *args: str,
+    wait: bool = True,
+    free: bool = True,
 ) -> NodeProcess:
+    """``orchard node`` on the tiny models; in free mode unless ``free=False``."""
+    if free:
+        args = ("--free", *args)
     cfg = tmp / "aiModels.json"
     cfg.write_text(json.dumps(config))
     port = free_port()
@@ -185,8 +193,15 @@ def test_info_advertises_models_prices_and_hardware(node: NodeProcess) -> None:
     assert t2i[SDXL_B]["warm"] is False and t2i[SDXL_B]["capacity"] == 2
     assert per_cap["29"]["models"][SVD]["loaded"] is True
     prices = {(p["capability"], p["constraint"]): p for p in info["capabilities_prices"]}
-    assert prices[(27, SDXL)]["price_per_unit"] == "4768371"
-    assert prices[(29, SVD)]["pixels_per_unit"] == 1
+    # free mode (explicit) advertises every model at 0; priced nodes: tests/e2e/test_payments.py
+    assert prices[(27, SDXL)]["price_per_unit"] == "0"
+    assert prices[(29, SVD)]["price_per_unit"] == "0" and len(prices) == 4
+    assert info["payment"] == {
+        "free": True,
+        "recipient": None,
+        "ledger": "off-chain",
+        "ticket_params_url": None,
+    }
     assert [h["gpu"] for h in info["hardware"]] == [-1, -2]
     assert all(h["runner_state"] == "ready" for h in info["hardware"])
 
