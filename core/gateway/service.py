@@ -27,15 +27,14 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, File, Form, UploadFile
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import core
-from core.errors import OrchardError, ServiceUnavailable
+from core.errors import ServiceUnavailable
 from core.gateway.gateway import Gateway, GatewayResult
+from core.http import install_error_handlers
 from core.pipelines import Capability, image_to_image, image_to_video
 from core.pipelines import text_to_image as t2i
 from core.pipelines.common import DEFAULT_LIMITS, Limits
@@ -81,10 +80,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     500: {"model": HTTPError, "description": "Internal Server Error"},
     503: {"model": HTTPError, "description": "No orchestrator available"},
 }
-
-
-def _detail(status: int, msg: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": {"msg": msg}})
 
 
 def form_fields(params: BaseModel) -> dict[str, str]:
@@ -134,26 +129,7 @@ def create_app(gateway: Gateway, limits: Limits = DEFAULT_LIMITS) -> FastAPI:
         version=core.__version__,
     )
 
-    @app.exception_handler(OrchardError)
-    async def _orchard_error(_r: Request, exc: OrchardError) -> JSONResponse:
-        return _detail(exc.status, exc.msg)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _detail(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e["type"])}
-            for e in exc.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": errors})
-
-    @app.exception_handler(Exception)
-    async def _fault(_r: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error: %s", exc)
-        return _detail(500, f"internal error: {type(exc).__name__}: {exc}")
+    install_error_handlers(app)
 
     @app.post(
         "/text-to-image",

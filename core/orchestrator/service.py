@@ -9,14 +9,13 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import PlainTextResponse, Response
 
 import core
-from core.errors import OrchardError, ServiceUnavailable
+from core.errors import ServiceUnavailable
+from core.http import detail, install_error_handlers
 from core.orchestrator.jobs import JobRequest
-from core.payments.tickets import PAYMENT_HEADER, PaymentRejected
+from core.payments.tickets import PAYMENT_HEADER
 from core.pipelines import Capability, image_to_image, image_to_video
 from core.pipelines import text_to_image as t2i
 from core.pipelines.image_to_image import ImageToImageParams
@@ -32,43 +31,11 @@ log = logging.getLogger(__name__)
 JOB_ID_HEADER = "X-Request-Id"
 
 
-def _detail(status: int, msg: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": {"msg": msg}})
-
-
 def create_app(node: Node) -> FastAPI:
     app = FastAPI(title="Orchard orchestrator", version=core.__version__)
     limits = node.settings.limits
 
-    @app.exception_handler(OrchardError)
-    async def _orchard_error(_r: Request, exc: OrchardError) -> JSONResponse:
-        if isinstance(exc, PaymentRejected):
-            detail: dict[str, Any] = {"msg": exc.msg, "reason": str(exc.reason)}
-            if exc.missing is not None:
-                detail["missing"] = str(exc.missing)
-            return JSONResponse(
-                status_code=exc.status, content={"detail": detail}, headers=exc.headers
-            )
-        response = _detail(exc.status, exc.msg)
-        response.headers.update(exc.headers)
-        return response
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _detail(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e["type"])}
-            for e in exc.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": errors})
-
-    @app.exception_handler(Exception)
-    async def _fault(_r: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error: %s", exc)
-        return _detail(500, f"internal error: {type(exc).__name__}: {exc}")
+    install_error_handlers(app)
 
     async def run(req: JobRequest) -> Response:
         if node.jobs is None:
@@ -175,7 +142,7 @@ def create_app(node: Node) -> FastAPI:
     async def job(job_id: str) -> Any:
         record = await node.store.get_job(job_id)
         if record is None:
-            return _detail(404, f"no job {job_id!r}")
+            return detail(404, f"no job {job_id!r}")
         return _record_json(record)
 
     return app

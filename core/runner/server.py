@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, Response, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import core
 from core.errors import BadRequest, ModelNotLoaded, OrchardError
+from core.http import detail, install_error_handlers
 from core.pipelines import Capability, image_to_image, image_to_video, parse_capability
 from core.pipelines import text_to_image as t2i
 from core.pipelines.common import Limits, resolve_seed
@@ -101,10 +100,6 @@ class RunnerSettings:
     limits: Limits = field(default_factory=Limits)
 
 
-def _detail(status: int, msg: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": {"msg": msg}})
-
-
 class GuardMiddleware:
     """Bearer token check and upload size limit, before any body is parsed."""
 
@@ -123,12 +118,12 @@ class GuardMiddleware:
             scheme, _, given = auth.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.token):
                 msg = "missing bearer token" if not auth else "invalid bearer token"
-                await _detail(401, f"{msg}: send 'Authorization: Bearer <token>'")(
+                await detail(401, f"{msg}: send 'Authorization: Bearer <token>'")(
                     scope, receive, send
                 )
                 return
         length = headers.get("content-length")
-        too_big = _detail(
+        too_big = detail(
             413, f"request body is larger than this runner's upload limit of {self.max_body} bytes"
         )
         if length is not None and length.isdigit() and int(length) > self.max_body:
@@ -292,32 +287,7 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
         if rid and request.method == "POST":
             runner.hub.publish(rid, "error", status=status, msg=msg)
 
-    @app.exception_handler(OrchardError)
-    async def _orchard_error(request: Request, exc: OrchardError) -> JSONResponse:
-        failed(request, exc.status, exc.msg)
-        return _detail(exc.status, exc.msg)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _detail(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _fault(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error: %s", exc)
-        msg = f"internal error: {type(exc).__name__}: {exc}"
-        failed(request, 500, msg)
-        return _detail(500, msg)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e["type"])}
-            for e in exc.errors()
-        ]
-        failed(
-            request, 422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        )
-        return JSONResponse(status_code=422, content={"detail": errors})
+    install_error_handlers(app, failed)
 
     # ------------------------------------------------------------ generate
     @app.post(
@@ -457,7 +427,7 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
         try:
             await asyncio.wrap_future(runner.engine.submit(runner.engine.unload, cap, req.model_id))
         except ModelNotLoaded as exc:
-            return _detail(404, exc.msg)  # type: ignore[return-value]
+            return detail(404, exc.msg)  # type: ignore[return-value]
         return {"unloaded": {"pipeline": cap.value, "model_id": req.model_id}}
 
     @app.get("/progress/{request_id}", tags=["orchard"], summary="Progress events (SSE)")
@@ -474,7 +444,7 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
     async def output(request_id: str) -> Response:
         task = runner.outputs.get(request_id)
         if task is None:
-            return _detail(404, f"no video for request {request_id!r} (kept: last {MAX_OUTPUTS})")
+            return detail(404, f"no video for request {request_id!r} (kept: last {MAX_OUTPUTS})")
         return Response(await asyncio.shield(task), media_type="video/mp4")
 
     return app
