@@ -52,6 +52,23 @@ def create_app(node: Node) -> FastAPI:
     async def earnings() -> dict[str, Any]:
         return await node.payments.earnings()
 
+    async def run_multipart(
+        cap: Capability, params: Any, image: UploadFile, data: bytes, pixels: int, request: Request
+    ) -> Response:
+        """Forward a multipart job: the fields the client set and its image, as received."""
+        files = {"image": (image.filename or "image", data, image.content_type or "image/png")}
+        return await run(
+            JobRequest(
+                cap,
+                params.model_id,
+                params.model_dump(),
+                pixels,
+                data=_form(params),
+                files=files,
+                payment_header=request.headers.get(PAYMENT_HEADER),
+            )
+        )
+
     @app.get("/ticket-params", tags=["node"], summary="Ticket parameters for a gateway")
     async def ticket_params(sender: str | None = None) -> dict[str, Any]:
         return await node.payments.ticket_params(sender)
@@ -83,19 +100,7 @@ def create_app(node: Node) -> FastAPI:
         w, h = img.width - img.width % 8, img.height - img.height % 8
         image_to_image.validate(params, w, h, limits)
         pixels = image_to_image.billing_pixels(img.width, img.height, params.num_images_per_prompt)
-        form = _form(params)
-        files = {"image": (image.filename or "image", data, image.content_type or "image/png")}
-        return await run(
-            JobRequest(
-                Capability.IMAGE_TO_IMAGE,
-                params.model_id,
-                params.model_dump(),
-                pixels,
-                data=form,
-                files=files,
-                payment_header=request.headers.get(PAYMENT_HEADER),
-            )
-        )
+        return await run_multipart(Capability.IMAGE_TO_IMAGE, params, image, data, pixels, request)
 
     @app.post("/image-to-video", tags=["generate"], operation_id="genImageToVideo")
     async def image_to_video_route(
@@ -107,19 +112,7 @@ def create_app(node: Node) -> FastAPI:
         data = await image.read()
         await asyncio.to_thread(media.decode_image, data, limits.max_pixels, "image")
         pixels = image_to_video.billing_pixels(params.model_dump())
-        form = _form(params)
-        files = {"image": (image.filename or "image", data, image.content_type or "image/png")}
-        return await run(
-            JobRequest(
-                Capability.IMAGE_TO_VIDEO,
-                params.model_id,
-                params.model_dump(),
-                pixels,
-                data=form,
-                files=files,
-                payment_header=request.headers.get(PAYMENT_HEADER),
-            )
-        )
+        return await run_multipart(Capability.IMAGE_TO_VIDEO, params, image, data, pixels, request)
 
     @app.get("/info", tags=["node"], summary="What this node offers")
     async def info() -> dict[str, Any]:

@@ -289,6 +289,13 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
 
     install_error_handlers(app, failed)
 
+    async def images_answer(rid: str, result: Any) -> dict[str, Any]:
+        """PNG-encode (off the worker thread) and answer an ``ImageResponse``."""
+        urls = await asyncio.to_thread(_encode_images, result.images)
+        runner.hub.publish(rid, "done", images=len(urls))
+        media_list = zip(urls, result.seeds, result.nsfw, strict=True)
+        return {"images": [{"url": u, "seed": s, "nsfw": n} for u, s, n in media_list]}
+
     # ------------------------------------------------------------ generate
     @app.post(
         "/text-to-image",
@@ -306,14 +313,7 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
         model = runner.engine.get(Capability.TEXT_TO_IMAGE, params.model_id)
         seed = resolve_seed(params.seed)
         result = await runner.run(rid, follow, model, runner.engine.text_to_image, params, seed)
-        urls = await asyncio.to_thread(_encode_images, result.images)
-        runner.hub.publish(rid, "done", images=len(urls))
-        return {
-            "images": [
-                {"url": u, "seed": s, "nsfw": n}
-                for u, s, n in zip(urls, result.seeds, result.nsfw, strict=True)
-            ]
-        }
+        return await images_answer(rid, result)
 
     @app.post(
         "/image-to-image",
@@ -337,14 +337,7 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
         result = await runner.run(
             rid, follow, model, runner.engine.image_to_image, params, img, seed
         )
-        urls = await asyncio.to_thread(_encode_images, result.images)
-        runner.hub.publish(rid, "done", images=len(urls))
-        return {
-            "images": [
-                {"url": u, "seed": s, "nsfw": n}
-                for u, s, n in zip(urls, result.seeds, result.nsfw, strict=True)
-            ]
-        }
+        return await images_answer(rid, result)
 
     @app.post(
         "/image-to-video",
