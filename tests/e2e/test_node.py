@@ -85,6 +85,7 @@ def start_node(
     *args: str,
     wait: bool = True,
     free: bool = True,
+    env: dict[str, str] | None = None,
 ) -> NodeProcess:
     """``orchard node`` on the tiny models; in free mode unless ``free=False``."""
     if free:
@@ -115,6 +116,7 @@ def start_node(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
         )
     node = NodeProcess(f"http://127.0.0.1:{port}", proc, log, tmp / "data")
     if not wait:
@@ -359,3 +361,33 @@ def test_bad_config_file_is_refused(node_models: Path, tmp_path: Path) -> None:
     finally:
         n.proc.kill()
     assert 'unknown pipeline "text-to-imgae"' in n.log_text()
+
+
+def test_out_of_memory_evicts_an_idle_cold_model_and_retries(
+    node_models: Path, tmp_path: Path
+) -> None:
+    """A CUDA out-of-memory error cannot happen without a GPU: the runners are told to raise
+    torch's real OutOfMemoryError in their next two runs (ORCHARD_RUNNER_INJECT_OOM, which the
+    node's runners inherit). The node's handling is the real code: the first job (the cold
+    model, nothing else to evict) fails with the message; the second (the warm model) evicts
+    the idle cold model, retries once and succeeds."""
+    config = [
+        {"pipeline": "text-to-image", "model_id": SDXL, "warm": True},
+        {"pipeline": "text-to-image", "model_id": SDXL_B},
+    ]
+    n = start_node(
+        node_models, tmp_path, config, "--gpus", "cpu", env={"ORCHARD_RUNNER_INJECT_OOM": "2"}
+    )
+    try:
+        with n.client() as c:
+            first = c.post("/text-to-image", json=small(SDXL_B))
+            assert first.status_code == 500 and "GPU out of memory" in first.text
+            models = c.get("/info").json()["capabilities"]["per_capability"]["27"]["models"]
+            assert models[SDXL_B]["loaded"] is True
+            second = c.post("/text-to-image", json=small(SDXL))
+            assert second.status_code == 200, second.text
+            models = c.get("/info").json()["capabilities"]["per_capability"]["27"]["models"]
+            assert models[SDXL_B]["loaded"] is False  # evicted to make room
+            assert c.post("/text-to-image", json=small(SDXL_B)).status_code == 200
+    finally:
+        stop_node(n)
