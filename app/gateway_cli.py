@@ -101,7 +101,7 @@ def build_gateway(args: argparse.Namespace, payer: Payer | None = None) -> Gatew
 
     urls = [u for group in args.orchestrators for u in group]
     return Gateway(
-        Discovery(urls, interval_s=args.poll_interval),
+        Discovery(urls, interval_s=args.poll_interval, sender=getattr(payer, "address", None)),
         PriceCaps.parse(args.max_price),
         payer=payer,
         retry_budget_s=args.retry_budget,

@@ -51,9 +51,15 @@ class Discovery:
     """Polls every ``interval_s``; ``start()`` on the loop, ``await stop()`` to end."""
 
     def __init__(
-        self, urls: Iterable[str], interval_s: float = 5.0, timeout_s: float = POLL_TIMEOUT_S
+        self,
+        urls: Iterable[str],
+        interval_s: float = 5.0,
+        timeout_s: float = POLL_TIMEOUT_S,
+        sender: str | None = None,
     ) -> None:
         self.interval_s = interval_s
+        #: the gateway's payment address: Os answer with the prices they charge this sender
+        self.sender = sender
         self._views: dict[str, OrchestratorView] = {}
         for url in urls:
             u = normalize_url(url)
@@ -107,7 +113,8 @@ class Discovery:
 
     async def _poll(self, view: OrchestratorView) -> None:
         try:
-            resp = await self._client.get(f"{view.url}/info")
+            query = {"sender": self.sender} if self.sender else None
+            resp = await self._client.get(f"{view.url}/info", params=query)
             if resp.status_code != 200:
                 raise _BadAnswer(f"/info answered HTTP {resp.status_code}")
             info = resp.json()

@@ -386,7 +386,7 @@ class Node:
     def health(self) -> str:
         return "OK" if self.state == "running" else self.state.upper()
 
-    def info(self) -> dict[str, Any]:
+    def info(self, sender: str | None = None) -> dict[str, Any]:
         """Capabilities, per-model constraints, prices and hardware, close to Livepeer's
         ``OrchestratorInfo`` (capabilities, constraints per capability, capability prices)."""
         per_cap: dict[str, dict[str, Any]] = {}
@@ -404,7 +404,7 @@ class Node:
                     d.index for d in self.devices.values() if d.runner.runner_id in sl.runners
                 ),
             }
-            price = self.settings.config.price_for(sl.capability.value, sl.model_id)
+            price = self.payments.price(sl.capability, sl.model_id, sender)
             if self.settings.free:  # free mode is explicit, and advertised as price 0
                 prices.append(
                     {

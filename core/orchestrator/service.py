@@ -115,8 +115,9 @@ def create_app(node: Node) -> FastAPI:
         return await run_multipart(Capability.IMAGE_TO_VIDEO, params, image, data, pixels, request)
 
     @app.get("/info", tags=["node"], summary="What this node offers")
-    async def info() -> dict[str, Any]:
-        return node.info()
+    async def info(sender: str | None = None) -> dict[str, Any]:
+        """``sender``: a gateway's address, to see the prices it would be charged."""
+        return node.info(sender)
 
     @app.get("/health", tags=["node"])
     async def health() -> dict[str, str]:

@@ -40,20 +40,28 @@ FEE = 64 * 64 * PRICE
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A gateway with a deposit, a stranger without one, and a gateway with its own price."""
     tmp = tmp_path_factory.mktemp("keys")
-    load_or_create_key(tmp / "gateway.json")
-    load_or_create_key(tmp / "stranger.json")
-    return tmp / "gateway.json", tmp / "stranger.json"
+    names = ("gateway.json", "stranger.json", "special.json")
+    for name in names:
+        load_or_create_key(tmp / name)
+    return tmp / names[0], tmp / names[1], tmp / names[2]
+
+
+SPECIAL_PRICE = 5
 
 
 @pytest.fixture(scope="module")
 def paid(
-    tiny_models: Path, keys: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+    tiny_models: Path, keys: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Any:
     tmp = tmp_path_factory.mktemp("paid-node")
-    record_deposit(tmp / "data", load_or_create_key(keys[0]).address, 10**18)
-    node = start_node(tiny_models, tmp, CONFIG, free=False)
+    special = load_or_create_key(keys[2]).address
+    for key in (keys[0], keys[2]):
+        record_deposit(tmp / "data", load_or_create_key(key).address, 10**18)
+    override = {**CONFIG[0], "gateway": special, "price_per_unit": SPECIAL_PRICE}
+    node = start_node(tiny_models, tmp, [*CONFIG, override], free=False)
     yield tmp, node
     if node.proc.poll() is None:
         stop_node(node)
@@ -83,7 +91,7 @@ def test_info_publishes_prices_and_the_recipient(paid: Any) -> None:
     assert price["price_per_unit"] == str(PRICE) and price["constraint"] == SDXL
 
 
-def test_payments_are_checked_before_a_job_runs(paid: Any, keys: tuple[Path, Path]) -> None:
+def test_payments_are_checked_before_a_job_runs(paid: Any, keys: tuple[Path, Path, Path]) -> None:
     _, node = paid
     gateway = TicketSender(load_or_create_key(keys[0]))
     stranger = load_or_create_key(keys[1])
@@ -117,7 +125,9 @@ def test_payments_are_checked_before_a_job_runs(paid: Any, keys: tuple[Path, Pat
     assert jobs_done(node) == done + 1
 
 
-def test_honest_stream_keeps_balance_within_one_ticket(paid: Any, keys: tuple[Path, Path]) -> None:
+def test_honest_stream_keeps_balance_within_one_ticket(
+    paid: Any, keys: tuple[Path, Path, Path]
+) -> None:
     _, node = paid
     gateway = TicketSender(load_or_create_key(keys[0]))
     params = params_for(node, gateway.address)
@@ -136,8 +146,27 @@ def test_honest_stream_keeps_balance_within_one_ticket(paid: Any, keys: tuple[Pa
     assert Fraction(earnings["per_model"][SDXL]) >= 7 * FEE
 
 
+def test_a_gateway_with_its_own_price(paid: Any, keys: tuple[Path, Path, Path]) -> None:
+    """aiModels.json's per-gateway entry: /info?sender= shows that gateway its price, and the
+    node charges it; paying the default price is refused."""
+    _, node = paid
+    special = TicketSender(load_or_create_key(keys[2]))
+    default = httpx.get(f"{node.url}/info").json()["capabilities_prices"][0]
+    mine = httpx.get(f"{node.url}/info", params={"sender": special.address}).json()
+    assert default["price_per_unit"] == str(PRICE)
+    assert mine["capabilities_prices"][0]["price_per_unit"] == str(SPECIAL_PRICE)
+    params = params_for(node, special.address)
+    refused = special.payment_for(params, FEE, PRICE)
+    cheap = post(node, encode_header(refused))
+    assert cheap.status_code == 402 and cheap.json()["detail"]["reason"] == "price_too_low"
+    special.payment_rejected(refused, FEE)  # as the gateway's payer does
+    fee = 64 * 64 * SPECIAL_PRICE
+    ok = post(node, encode_header(special.payment_for(params, fee, SPECIAL_PRICE)))
+    assert ok.status_code == 200, ok.text
+
+
 def test_restart_keeps_credit_and_refuses_replays(
-    paid: Any, keys: tuple[Path, Path], tiny_models: Path
+    paid: Any, keys: tuple[Path, Path, Path], tiny_models: Path
 ) -> None:
     tmp, node = paid
     gateway = TicketSender(load_or_create_key(keys[0]))
