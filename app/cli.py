@@ -57,8 +57,8 @@ def _device(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchard",
-        description="Orchard: run a Livepeer-style AI node on your GPUs. "
-        "With no command, starts the demo runner on tiny local models.",
+        description="Orchard: run a Livepeer-style AI node on your GPUs. With no command, "
+        "opens the desktop app (with no display: runs the node headless).",
     )
     parser.add_argument("--version", action="version", version=f"orchard {core.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -391,35 +391,65 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """No command: a runner on the tiny models, so a new operator sees the path work."""
-    from core.runner.tiny import TINY_SDXL, TINY_SVD, make_tiny_models
+def has_display() -> bool:
+    """Whether a window can open: any platform but Linux, a display, or Qt told where to draw."""
+    if sys.platform != "linux" or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
-    models_dir = default_models_dir()
-    make_tiny_models(models_dir)
+
+def demo_config(path: Path) -> Path:
+    """The first-start configuration: the tiny models warm, in free mode (noise output)."""
+    from core.runner.tiny import TINY_SDXL, TINY_SVD
+
+    entries = [
+        {"pipeline": "text-to-image", "model_id": TINY_SDXL, "warm": True, "capacity": 2},
+        {"pipeline": "image-to-image", "model_id": TINY_SDXL, "warm": True},
+        {"pipeline": "image-to-video", "model_id": TINY_SVD, "warm": True},
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entries, indent=2) + "\n")
+    return path
+
+
+def cmd_default(args: argparse.Namespace) -> int:
+    """No command: the desktop app; with no display, the node headless: the user's
+    aiModels.json if there is one, else the demo on tiny local models (noise output)."""
+    if has_display():
+        try:
+            from app.gui.main import main as gui_main
+        except ImportError as exc:
+            print(
+                f"orchard: the desktop app is not installed ({exc}); install the 'gui' extra "
+                "(pip install -e '.[gui]') or run the node headless: orchard node --models "
+                "aiModels.json",
+                file=sys.stderr,
+            )
+            return 2
+        return gui_main([])
+    from core.runner.tiny import make_tiny_models
+
+    config = user_data_dir() / "aiModels.json"
+    free = []
+    if not config.exists():
+        make_tiny_models(default_models_dir())
+        config = demo_config(user_data_dir() / "demo-aiModels.json")
+        free = ["--free"]
+        print(
+            "No display: running the node headless on the demo configuration (tiny local "
+            "models: they produce noise, not pictures), in free mode.",
+            flush=True,
+        )
+    else:
+        print(f"No display: running the node headless on {config}.", flush=True)
     print(
-        "Orchard demo: a runner on tiny local models (they produce noise, not pictures).\n"
-        "Try: curl -s localhost:8000/text-to-image -H 'Content-Type: application/json' "
-        f'-d \'{{"model_id": "{TINY_SDXL}", "prompt": "a cat", "width": 256, '
-        '"height": 256, "num_inference_steps": 4}\' | head -c 200\n',
+        "Try: curl -s localhost:8935/text-to-image -H 'Content-Type: application/json' "
+        '-d \'{"prompt": "a cat", "width": 256, "height": 256, '
+        '"num_inference_steps": 4}\' | head -c 200',
         flush=True,
     )
-    ns = build_parser().parse_args(
-        [
-            "runner",
-            "--device",
-            "cpu",
-            "--models-dir",
-            str(models_dir),
-            "--warm",
-            f"text-to-image:{TINY_SDXL}",
-            "--warm",
-            f"image-to-image:{TINY_SDXL}",
-            "--warm",
-            f"image-to-video:{TINY_SVD}",
-        ]
-    )
-    return cmd_runner(ns)
+    ns = build_parser().parse_args(["node", "--models", str(config), *free])
+    return cmd_node(ns)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_payments(args)
     if args.command == "models" and args.models_command == "make-tiny":
         return cmd_make_tiny(args)
-    return cmd_demo(args)
+    return cmd_default(args)
 
 
 if __name__ == "__main__":

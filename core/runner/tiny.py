@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,11 @@ def _drop(path: Path) -> None:
 
 def make_tiny_models(models_dir: Path, overwrite: bool = False) -> list[Path]:
     """Write both tiny models under ``models_dir`` as ``<org>/<name>``; skip existing ones."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
     made = []
     for model_id, maker in ((TINY_SDXL, make_tiny_sdxl), (TINY_SVD, make_tiny_svd)):
         out = Path(models_dir) / model_id
