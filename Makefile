@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[runner,dev]'
+	$(BIN)/pip install --quiet -e '.[runner,gui,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
