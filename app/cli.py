@@ -398,20 +398,6 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def demo_config(path: Path) -> Path:
-    """The first-start configuration: the tiny models warm, in free mode (noise output)."""
-    from core.runner.tiny import TINY_SDXL, TINY_SVD
-
-    entries = [
-        {"pipeline": "text-to-image", "model_id": TINY_SDXL, "warm": True, "capacity": 2},
-        {"pipeline": "image-to-image", "model_id": TINY_SDXL, "warm": True},
-        {"pipeline": "image-to-video", "model_id": TINY_SVD, "warm": True},
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(entries, indent=2) + "\n")
-    return path
-
-
 def cmd_default(args: argparse.Namespace) -> int:
     """No command: the desktop app; with no display, the node headless: the user's
     aiModels.json if there is one, else the demo on tiny local models (noise output)."""
@@ -433,7 +419,12 @@ def cmd_default(args: argparse.Namespace) -> int:
     free = []
     if not config.exists():
         make_tiny_models(default_models_dir())
-        config = demo_config(user_data_dir() / "demo-aiModels.json")
+        from core import config as config_mod
+        from core.demo import demo_config
+
+        config = user_data_dir() / "demo-aiModels.json"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config_mod.save(demo_config(str(config)), config)
         free = ["--free"]
         print(
             "No display: running the node headless on the demo configuration (tiny local "

@@ -11,18 +11,25 @@ import logging
 import os
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
-from app.gui.catalogue import TINY_SDXL, TINY_SVD
-from core.config import ModelEntry, ModelsConfig
+from core.demo import DEMO_PREFIX, TINY_SDXL, TINY_SVD, demo_config, is_demo
+
+__all__ = [
+    "DEMO_NOTE",
+    "DEMO_PREFIX",
+    "DemoError",
+    "demo_config",
+    "is_demo",
+    "make_tiny",
+    "tiny_present",
+]
 from core.errors import OrchardError
 from core.modelstore import MODEL_INDEX
 from core.runners.local import SOURCE_ROOT
 
 log = logging.getLogger(__name__)
 
-DEMO_PREFIX = "orchard-tiny/"
 DEMO_NOTE = (
     "Demo configuration: tiny local models whose output is noise, so you can see the whole "
     "path (node, job, preview, fee) before downloading gigabytes."
@@ -31,22 +38,6 @@ DEMO_NOTE = (
 
 class DemoError(OrchardError):
     """The demo models could not be built."""
-
-
-def demo_config(source: str) -> ModelsConfig:
-    """Text-to-image and image-to-image on tiny SDXL, image-to-video on tiny SVD, warm, with
-    Livepeer-like prices (wei per pixel)."""
-    entries = [
-        ModelEntry("text-to-image", TINY_SDXL, warm=True, price_per_unit=Fraction(4768371)),
-        ModelEntry("image-to-image", TINY_SDXL, warm=True, price_per_unit=Fraction(4768371)),
-        ModelEntry("image-to-video", TINY_SVD, warm=True, price_per_unit=Fraction(3390842)),
-    ]
-    return ModelsConfig.from_entries(entries, source=source)
-
-
-def is_demo(config: ModelsConfig) -> bool:
-    """Whether every model of ``config`` is a demo model (and there is at least one)."""
-    return bool(config.entries) and all(e.model_id.startswith(DEMO_PREFIX) for e in config.entries)
 
 
 def tiny_present(models_dir: Path) -> bool:
