@@ -137,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="free mode for local testing: price 0, no payment required",
     )
 
-    from app import gateway_cli
+    from app import doctor_cli, gateway_cli
 
     gateway_cli.add_parser(sub)
+    doctor_cli.add_parser(sub)
 
     b = sub.add_parser("bench", help="benchmark a model: load, latency, throughput, memory")
     b.add_argument("--pipeline", required=True, type=_pipeline)
@@ -262,9 +263,18 @@ def cmd_node(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"orchard node: {args.models} does not exist", file=sys.stderr)
         return 2
+    from core.runtime import NoRuntime, runner_python
+
+    data_dir = args.data_dir or user_data_dir()
+    try:
+        python = runner_python(data_dir)
+    except NoRuntime as exc:
+        print(f"orchard node: {exc.msg}", file=sys.stderr)
+        return 1
     settings = NodeSettings(
         config=cfg,
-        data_dir=args.data_dir or user_data_dir(),
+        runner_python=python,
+        data_dir=data_dir,
         models_dir=args.models_dir or default_models_dir(),
         gpus=args.gpus,
         host=args.host,
@@ -455,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         from app import gateway_cli
 
         return gateway_cli.run(args)
+    if args.command in ("doctor", "runtime"):
+        from app import doctor_cli
+
+        return doctor_cli.run(args)
     if args.command == "bench":
         return cmd_bench(args)
     if args.command == "payments":

@@ -86,7 +86,23 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.set_event_loop(loop)
     settings = AppSettings(args.settings)
     data_dir = args.data_dir or user_data_dir()
-    session = NodeSession(settings, data_dir, args.models_dir or default_models_dir(), args.config)
+    from core.runtime import NoRuntime, runner_python
+
+    try:
+        python = runner_python(data_dir)  # the GPU runtime's Python (or this one, from source)
+    except NoRuntime as exc:
+        # a frozen app without its runtime: the window opens, the node cannot start until
+        # `orchard runtime setup` (or `orchard runtime use PYTHON`) has run
+        logging.getLogger(__name__).warning("%s", exc.msg)
+        print(f"orchard: {exc.msg}", file=sys.stderr)
+        python = sys.executable
+    session = NodeSession(
+        settings,
+        data_dir,
+        args.models_dir or default_models_dir(),
+        args.config,
+        runner_python=python,
+    )
     try:
         return loop.run_until_complete(run(session, settings))
     finally:

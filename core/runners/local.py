@@ -160,7 +160,11 @@ class LocalRunner(RunnerHandle):
         return [*cmd, *self.extra_args]
 
     def child_env(self) -> dict[str, str]:
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        from core.runtime import clean_env, frozen
+
+        # a frozen app's library path must not leak into the runtime's Python
+        base = clean_env() if frozen() else os.environ
+        env = {**base, **self.env, "PYTHONUNBUFFERED": "1"}
         env["ORCHARD_RUNNER_TOKEN"] = self.token or ""
         if (SOURCE_ROOT / "pyproject.toml").is_file():  # never a whole site-packages
             path = env.get("PYTHONPATH")
