@@ -33,6 +33,7 @@ from app.gui.pages.logs import LogsPage
 from app.gui.pages.models import ModelsPage
 from app.gui.pages.node import NodePage
 from app.gui.pages.pricing import PricingPage
+from app.gui.pages.setup import SetupPage
 from app.gui.resources import icon_path
 from app.gui.session import NodeSession
 from app.gui.settings import AppSettings
@@ -42,7 +43,7 @@ from core import events as ev
 log = logging.getLogger(__name__)
 
 #: Page keys in sidebar order.
-PAGE_KEYS = ("gpus", "models", "node", "jobs", "generate", "pricing", "logs")
+PAGE_KEYS = ("gpus", "models", "node", "jobs", "generate", "pricing", "setup", "logs")
 STATE_COLORS = {
     "running": "#43a047",
     "starting": "#fb8c00",
@@ -117,6 +118,7 @@ class MainWindow(QMainWindow):
             "jobs": JobsPage(session, self.bridge),
             "generate": GeneratePage(session, self.bridge, self.generator),
             "pricing": PricingPage(session, self.bridge),
+            "setup": SetupPage(session),
             "logs": LogsPage(session),
         }
         self.sidebar = QListWidget()
