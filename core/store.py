@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import sqlite3
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from core.errors import OrchardError
+from core.filelock import acquire_lock
 
 log = logging.getLogger(__name__)
 
@@ -494,21 +494,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _acquire_lock(path: Path) -> IO[bytes]:
     """Hold an exclusive lock on ``path`` for this process; StoreError if another has it."""
-    f = path.open("a+b")
     try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            f.seek(0)
-            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return acquire_lock(path)
     except OSError:
-        f.close()
         raise StoreError(
             f"another Orchard process is using {path.parent}; stop it or choose another "
             "data directory"
         ) from None
-    return f

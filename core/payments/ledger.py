@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import logging
 import sqlite3
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from core.errors import OrchardError
+from core.filelock import acquire_lock
 from core.payments.tickets import Ticket, TicketParams
 
 log = logging.getLogger(__name__)
@@ -441,21 +441,11 @@ class PaymentLedger:
 
 
 def _acquire_lock(path: Path) -> IO[bytes]:
-    f = path.open("a+b")
+    """Hold an exclusive lock on ``path`` for this process; LedgerError if another has it."""
     try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            f.seek(0)
-            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return acquire_lock(path)
     except OSError:
-        f.close()
         raise LedgerError(
             f"another Orchard process is using the payment ledger in {path.parent}; stop it "
             "or choose another data directory"
         ) from None
-    return f
