@@ -146,7 +146,6 @@ def make_tiny_svd(out: Path, seed: int = 0, num_frames: int = 14) -> Path:
     import torch
     from diffusers import (
         AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
         StableVideoDiffusionPipeline,
         UNetSpatioTemporalConditionModel,
     )
@@ -177,20 +176,9 @@ def make_tiny_svd(out: Path, seed: int = 0, num_frames: int = 14) -> Path:
         scaling_factor=0.18215,
         force_upcast=False,
     )
-    scheduler = EulerDiscreteScheduler(
-        beta_schedule="scaled_linear",
-        beta_start=0.00085,
-        beta_end=0.012,
-        interpolation_type="linear",
-        num_train_timesteps=1000,
-        prediction_type="v_prediction",
-        sigma_max=700.0,
-        sigma_min=0.002,
-        steps_offset=1,
-        timestep_spacing="leading",
-        timestep_type="continuous",
-        use_karras_sigmas=True,
-    )
+    from core.runner.archs import scheduler as published_scheduler
+
+    scheduler = published_scheduler("svd-xt")  # SVD's own configuration
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=32,
