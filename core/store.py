@@ -27,7 +27,7 @@ import sqlite3
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Context, Decimal, Inexact, InvalidOperation
@@ -36,6 +36,7 @@ from functools import reduce
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from core import sqlite
 from core.errors import OrchardError
 from core.filelock import acquire_lock
 
@@ -134,39 +135,18 @@ _SAFE_EXT = re.compile(r"[a-z0-9]{1,8}")
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the database to :data:`SCHEMA_VERSION`; returns the version it had before.
+    """Bring the database to :data:`SCHEMA_VERSION`; returns the version it had before."""
 
-    ``conn`` must be in autocommit mode (``isolation_level=None``); each step is a
-    transaction of its own.
-    """
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    before = int(row[0] or 0)
-    if before > SCHEMA_VERSION:
-        raise StoreError(
-            f"the job database is from a newer Orchard (schema {before}, this one knows "
+    def too_new(version: int) -> Exception:
+        return StoreError(
+            f"the job database is from a newer Orchard (schema {version}, this one knows "
             f"{SCHEMA_VERSION}); upgrade Orchard or move the database away"
         )
-    for version in range(before, SCHEMA_VERSION):
-        with _transaction(conn):
-            for statement in _MIGRATIONS[version]:
-                conn.execute(statement)
-            conn.execute("DELETE FROM schema_version")
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
-        log.info("job database migrated to schema %d", version + 1)
-    return before
+
+    return sqlite.migrate(conn, _MIGRATIONS, too_new)
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error); ``conn`` is autocommit."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+_transaction = sqlite.transaction
 
 
 def _check_fee(fee: object) -> str:
@@ -349,14 +329,8 @@ class JobStore:
     def _open_sync(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _acquire_lock(self.data_dir / f"{DB_FILENAME}.lock")
-        conn = sqlite3.connect(self.db_path, isolation_level=None)
+        conn = sqlite.connect_wal(self.db_path)
         self._conn = conn
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 5000")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            log.warning("SQLite refused WAL mode for %s (got %s)", self.db_path, mode)
-        conn.execute("PRAGMA synchronous = NORMAL")
         migrate(conn)
         with _transaction(conn):
             states = tuple(str(s) for s in _UNFINISHED)

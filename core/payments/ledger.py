@@ -21,13 +21,14 @@ import contextlib
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from core import sqlite
 from core.errors import OrchardError
 from core.filelock import acquire_lock
 from core.payments.tickets import Ticket, TicketParams
@@ -312,31 +313,17 @@ class LedgerTx:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the database to :data:`SCHEMA_VERSION`; returns the version it had before."""
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    before = int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
-    if before > SCHEMA_VERSION:
-        raise LedgerError(
-            f"the payment ledger is from a newer Orchard (schema {before}, this one knows "
+
+    def too_new(version: int) -> Exception:
+        return LedgerError(
+            f"the payment ledger is from a newer Orchard (schema {version}, this one knows "
             f"{SCHEMA_VERSION}); upgrade Orchard or move {DB_FILENAME} away"
         )
-    for version in range(before, SCHEMA_VERSION):
-        with _transaction(conn):
-            for statement in _MIGRATIONS[version]:
-                conn.execute(statement)
-            conn.execute("DELETE FROM schema_version")
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
-    return before
+
+    return sqlite.migrate(conn, _MIGRATIONS, too_new)
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+_transaction = sqlite.transaction
 
 
 class PaymentLedger:
@@ -419,14 +406,8 @@ class PaymentLedger:
     def _open_sync(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _acquire_lock(self.data_dir / f"{DB_FILENAME}.lock")
-        conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=True)
+        conn = sqlite.connect_wal(self.db_path)
         self._conn = conn
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 5000")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            log.warning("SQLite refused WAL mode for %s (got %s)", self.db_path, mode)
-        conn.execute("PRAGMA synchronous = NORMAL")
         migrate(conn)
 
     def _close_sync(self) -> None:
