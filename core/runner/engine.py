@@ -340,14 +340,14 @@ class Engine:
         # Turbo models are distilled without classifier-free guidance (as Livepeer's runner).
         return 0.0 if "turbo" in model.model_id.lower() else guidance
 
-    def text_to_image(
-        self, model: LoadedModel, p: Any, seed: int, on_step: StepCallback | None = None
+    def _images(
+        self, model: LoadedModel, p: Any, seed: int, on_step: StepCallback | None, **extra: Any
     ) -> ImageResult:
+        """One batch of ``num_images_per_prompt`` images; image ``i`` uses ``seed + i``."""
         seeds = [seed + i for i in range(p.num_images_per_prompt)]
         kwargs: dict[str, Any] = {
             **self._prompts(model, p.prompt, p.negative_prompt),
-            "width": p.width,
-            "height": p.height,
+            **extra,
             "guidance_scale": self._guidance(model, p.guidance_scale),
             "num_inference_steps": p.num_inference_steps,
             "num_images_per_prompt": p.num_images_per_prompt,
@@ -357,22 +357,15 @@ class Engine:
         out = self._run(model, kwargs, on_step)
         return ImageResult(list(out.images), seeds, [False] * len(out.images))
 
+    def text_to_image(
+        self, model: LoadedModel, p: Any, seed: int, on_step: StepCallback | None = None
+    ) -> ImageResult:
+        return self._images(model, p, seed, on_step, width=p.width, height=p.height)
+
     def image_to_image(
         self, model: LoadedModel, p: Any, image: Any, seed: int, on_step: StepCallback | None = None
     ) -> ImageResult:
-        seeds = [seed + i for i in range(p.num_images_per_prompt)]
-        kwargs: dict[str, Any] = {
-            **self._prompts(model, p.prompt, p.negative_prompt),
-            "image": image,
-            "strength": p.strength,
-            "guidance_scale": self._guidance(model, p.guidance_scale),
-            "num_inference_steps": p.num_inference_steps,
-            "num_images_per_prompt": p.num_images_per_prompt,
-            "generator": self._generators(seeds),
-            "output_type": "pil",
-        }
-        out = self._run(model, kwargs, on_step)
-        return ImageResult(list(out.images), seeds, [False] * len(out.images))
+        return self._images(model, p, seed, on_step, image=image, strength=p.strength)
 
     def image_to_video(
         self, model: LoadedModel, p: Any, image: Any, seed: int, on_step: StepCallback | None = None
