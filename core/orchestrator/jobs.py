@@ -293,15 +293,15 @@ class JobManager:
         created: float,
         fee: str,
     ) -> JobResult:
-        body = resp.json()
-        items: list[tuple[bytes, str]] = []
-        if "images" in body:
-            items = [(_data_url_bytes(m["url"]), "png") for m in body["images"]]
-        elif "frames" in body:
+        # Parsing the answer (a video's frames are megabytes of base64) stays off the loop,
+        # which is the GUI's thread in the desktop app.
+        images, frames = await asyncio.to_thread(_decode_media, resp.content)
+        items = [(png, "png") for png in images]
+        if frames:
             try:
                 items = [(await runner.client.video(job_id), "mp4")]
             except OrchardError:
-                items = [(_data_url_bytes(m["url"]), "png") for m in body["frames"][0]]
+                items = [(png, "png") for png in frames]
         paths = await self.store.save_outputs(job_id, items)
         duration = time.time() - created
         await self.store.update_job(
@@ -449,3 +449,13 @@ def _passthrough(resp: httpx.Response) -> OrchardError:
 
 def _data_url_bytes(url: str) -> bytes:
     return base64.b64decode(url.split(",", 1)[1])
+
+
+def _decode_media(content: bytes) -> tuple[list[bytes], list[bytes]]:
+    """(images, first video's frames) of a runner's ImageResponse or VideoResponse. Blocking."""
+    import json
+
+    body = json.loads(content)
+    images = [_data_url_bytes(m["url"]) for m in body.get("images", [])]
+    video = body.get("frames") or [[]]
+    return images, [_data_url_bytes(m["url"]) for m in video[0]]
