@@ -8,7 +8,6 @@ nothing is left running after shutdown.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import shutil
@@ -23,9 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
 from tests.conftest import ROOT, free_port
+from tests.e2e.nodes import pid_alive, png, small
 
 SDXL = "orchard-tiny/sdxl"
 SDXL_B = "orchard-tiny/sdxl-b"  # a second copy, configured cold
@@ -67,15 +66,6 @@ class NodeProcess:
 
     def runner_pids(self) -> list[int]:
         return [h["pid"] for h in httpx.get(f"{self.url}/info").json()["hardware"] if h["pid"]]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is as good as gone
-        return f.read().split(")")[-1].split()[0] != "Z"
 
 
 def start_node(
@@ -158,23 +148,6 @@ def node(node_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     n = start_node(node_models, tmp_path_factory.mktemp("node"), CONFIG)
     yield n
     stop_node(n)
-
-
-def png(size: tuple[int, int] = (64, 64)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, (10, 120, 200)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def small(model_id: str = SDXL, steps: int = 2, **kw: Any) -> dict[str, Any]:
-    return {
-        "model_id": model_id,
-        "prompt": "a boat",
-        "width": 64,
-        "height": 64,
-        "num_inference_steps": steps,
-        **kw,
-    }
 
 
 def test_info_advertises_models_prices_and_hardware(node: NodeProcess) -> None:
