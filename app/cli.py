@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import core
 
@@ -24,6 +25,26 @@ def user_data_dir() -> Path:
 
 def default_models_dir() -> Path:
     return user_data_dir() / "models"
+
+
+def _flags_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``MODEL_ID:CHANNELS_LAST,COMPILE=unet`` (the node passes its config's flags this way)."""
+    from core.errors import BadRequest
+    from core.optimizations import parse, parse_cli
+
+    model_id, sep, flags = text.partition(":")
+    if not sep or not model_id:
+        raise argparse.ArgumentTypeError(f"expected MODEL_ID:FLAG[=VALUE],..., got {text!r}")
+    try:
+        if flags.lstrip().startswith("{"):  # the node passes its config's flags as JSON
+            parsed = json.loads(flags)
+            parse(parsed)
+            return model_id, parsed
+        return model_id, parse_cli(flags)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"flags of {model_id}: invalid JSON: {exc}") from None
+    except BadRequest as exc:
+        raise argparse.ArgumentTypeError(exc.msg) from None
 
 
 def _warm_spec(text: str) -> tuple[str, str]:
@@ -86,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="PIPELINE:MODEL_ID",
         help="load this model at start (repeatable)",
+    )
+    r.add_argument(
+        "--flags",
+        type=_flags_spec,
+        action="append",
+        default=[],
+        metavar="MODEL_ID:FLAG[=VALUE],...",
+        help="optimization flags of a --warm model, e.g. org/model:CHANNELS_LAST,COMPILE "
+        "(repeatable; see docs/runner.md)",
     )
     r.add_argument(
         "--max-upload-mb",
@@ -160,6 +190,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="a full-size architecture with random weights (with --random-weights)",
     )
     b.add_argument("--random-weights", action="store_true")
+    b.add_argument(
+        "--frames", type=int, default=None, help="video frames (image-to-video, direct path)"
+    )
+    b.add_argument(
+        "--flags",
+        default="",
+        metavar="FLAG[=VALUE],...",
+        help="optimization flags of the optimised variant, e.g. CHANNELS_LAST,COMPILE "
+        "(all: every speed flag; see docs/runner.md)",
+    )
+    b.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the plain path in the same run: speed-up and output equivalence",
+    )
+    b.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="record the measurements here for the placement planner (default the user data "
+        "directory)",
+    )
+    b.add_argument(
+        "--no-record", action="store_true", help="do not record measurements for placement"
+    )
     b.add_argument("--json", type=Path, default=None, help="write the report as JSON")
     b.add_argument("--chart", type=Path, default=None, help="write a PNG chart")
 
@@ -213,6 +268,7 @@ def cmd_runner(args: argparse.Namespace) -> int:
         models_dir=args.models_dir or default_models_dir(),
         token=args.token or None,
         warm=list(args.warm),
+        flags=dict(args.flags),
         limits=Limits(
             max_side=args.max_side,
             max_pixels=args.max_side * args.max_side,
@@ -333,6 +389,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if bad:
         print(f"orchard bench: --through takes {', '.join(bench.PATHS)}", file=sys.stderr)
         return 2
+    from core.errors import BadRequest
+    from core.optimizations import parse_cli
+
+    try:
+        flags = parse_cli(args.flags)
+    except BadRequest as exc:
+        print(f"orchard bench: --flags: {exc.msg}", file=sys.stderr)
+        return 2
+    if args.compare and not flags:
+        print("orchard bench: --compare needs --flags (the optimised variant)", file=sys.stderr)
+        return 2
+    if args.frames is not None:
+        if args.pipeline != "image-to-video" or args.frames < 1:
+            print("orchard bench: --frames is for image-to-video, 1 or more", file=sys.stderr)
+            return 2
+        if through != ["direct"]:
+            print(
+                "orchard bench: --frames needs --through direct (the runner API has no frame "
+                "count: runner and node use the model's own)",
+                file=sys.stderr,
+            )
+            return 2
+    if args.compare and "direct" not in through:
+        through.insert(0, "direct")  # the outputs are compared on the direct path
     cfg = bench.BenchConfig(
         pipeline=args.pipeline,
         model=model,
@@ -344,6 +424,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         height=args.height,
         concurrency=[int(c) for c in args.concurrency.split(",")],
         through=through,
+        frames=args.frames,
+        flags=flags,
+        compare=args.compare,
+        data_dir=None if args.no_record else (args.data_dir or user_data_dir()),
     )
     rep = bench.run(cfg)
     print(bench.table(rep))
@@ -351,7 +435,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(rep, indent=2))
     if args.chart:
         bench.chart(rep, args.chart)
-    return 0
+    eq = rep.get("equivalence")
+    return 1 if eq is not None and not eq["ok"] else 0
 
 
 def cmd_payments(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from core import optimizations as optim
 from core.errors import BadRequest
 from core.pipelines import Capability
 
@@ -285,6 +286,12 @@ class ModelEntry:
         return self.backend or Backend.LOCAL
 
     @property
+    def orchard_flags(self) -> dict[str, Any]:
+        """The optimization flags Orchard applies (names it knows; others stay in the file)."""
+        known = {*optim.FLAGS, *optim.IGNORED_FLAGS}
+        return {k: v for k, v in (self.optimization_flags or {}).items() if k.upper() in known}
+
+    @property
     def effective_capacity(self) -> int:
         """How many jobs at once: Livepeer reads an absent or 0 capacity as 1."""
         return self.capacity or 1
@@ -381,6 +388,10 @@ def _validate(e: ModelEntry) -> None:
             f'must be an object such as {{"SFAST": true}}, got {_describe(flags)}',
         )
         put("optimization_flags", dict(flags))
+        try:
+            optim.parse(e.orchard_flags)
+        except BadRequest as exc:
+            need(False, "optimization_flags", exc.msg.removeprefix("optimization flag "))
     if e.gpus is not None:
         gpus = e.gpus
         need(
@@ -596,6 +607,14 @@ def _entry_warnings(e: ModelEntry) -> list[str]:
             "to warm models"
         )
     for name, value in (e.optimization_flags or {}).items():
+        if name.upper() in optim.IGNORED_FLAGS:
+            if value not in (False, "false", ""):
+                out.append(
+                    f"optimization flag {_quote(name)}: {optim.IGNORED_FLAGS[name.upper()]}; "
+                    "it is not applied"
+                )
+        elif name.upper() not in optim.FLAGS:
+            out.append(optim.unknown_flag_message(name) + "; it is kept but not applied")
         if not isinstance(value, bool | str):
             out.append(
                 f'optimization flag "{name}" is {_describe(value)}; go-livepeer accepts only '

@@ -55,6 +55,8 @@ class ModelSlot:
     capacity: int
     footprint: Footprint
     gpus: tuple[int, ...] | None = None
+    #: optimization flags from aiModels.json, sent with every load of the model
+    flags: dict[str, Any] = field(default_factory=dict)
     in_use: int = 0
     runners: set[str] = field(default_factory=set)  # runner ids holding it now
     last_used: float = 0.0
@@ -385,13 +387,13 @@ class JobManager:
             rid = dev.runner.runner_id
             self.bus.emit(ev.ModelChanged(rid, slot.key[0], slot.model_id, "loading"))
             try:
-                loaded = await dev.runner.load(slot.key[0], slot.model_id)
+                loaded = await dev.runner.load(slot.key[0], slot.model_id, slot.flags or None)
             except OrchardError as exc:
                 self.bus.emit(ev.ModelChanged(rid, slot.key[0], slot.model_id, "failed", exc.msg))
                 raise
             measured = (loaded.get("vram") or {}).get("allocated_after_load")
-            if measured:  # the measurement replaces the estimate (CUDA runners report it)
-                slot.footprint = Footprint(slot.key, slot.footprint.estimate, int(measured))
+            if measured:  # the weights measured on the device replace the estimated ones
+                slot.footprint = slot.footprint.with_loaded_weights(int(measured))
             slot.runners.add(rid)
             self.bus.emit(ev.ModelChanged(rid, slot.key[0], slot.model_id, "warm"))
             return dev.runner, dev.index

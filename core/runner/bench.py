@@ -45,6 +45,19 @@ class BenchConfig:
     concurrency: list[int] = field(default_factory=lambda: [1])
     through: list[str] = field(default_factory=lambda: ["direct"])
     seed: int = 1
+    frames: int | None = None  # image-to-video only; None: the model's own count
+    #: optimization flags of the optimised variant (empty: the plain path only)
+    flags: dict[str, Any] = field(default_factory=dict)
+    #: also run the plain path, and compare speed and outputs
+    compare: bool = False
+    #: where measurements are recorded for the placement planner (None: not recorded)
+    data_dir: Path | None = None
+
+    def variants(self) -> list[tuple[str, dict[str, Any]]]:
+        if not self.flags:
+            return [("plain", {})]
+        optimized = ("optimized", dict(self.flags))
+        return [("plain", {}), optimized] if self.compare else [optimized]
 
 
 @dataclass
@@ -56,6 +69,12 @@ class PathResult:
     p95_s: float
     throughput: dict[int, float]  # concurrency -> jobs per second
     memory: dict[str, int | None] = field(default_factory=dict)
+    variant: str = "plain"
+    flags: dict[str, Any] = field(default_factory=dict)
+    #: part of the cold load spent warming up (compiling), direct path only
+    warmup_s: float | None = None
+    #: what the runner did with each flag, direct path only
+    optimizations: list[str] = field(default_factory=list)
 
 
 def _p95(xs: list[float]) -> float:
@@ -99,7 +118,11 @@ def _request(cfg: BenchConfig) -> tuple[dict[str, Any] | None, dict[str, str] | 
 
 
 # ---------------------------------------------------------------------------- direct
-def bench_direct(cfg: BenchConfig) -> PathResult:
+def bench_direct(
+    cfg: BenchConfig, variant: str = "plain", flags: dict[str, Any] | None = None
+) -> tuple[PathResult, Any]:
+    """The direct path, and the first request's output (pixels) for the equivalence check."""
+    import numpy as np
     import torch
 
     from core.pipelines.image_to_image import ImageToImageParams
@@ -108,9 +131,11 @@ def bench_direct(cfg: BenchConfig) -> PathResult:
     from core.runner.engine import Engine
 
     cap = parse_capability(cfg.pipeline)
+    # NVML before this process touched the GPU: the delta then counts its CUDA context too
+    nvml_before = _NVML_BASELINE.setdefault(cfg.device, _nvml_used(cfg.device))
     engine = Engine(cfg.device, cfg.models_dir)
     t0 = time.perf_counter()
-    model = engine.load(cap, cfg.model)
+    model = engine.load(cap, cfg.model, flags)
     cold = time.perf_counter() - t0
     body, form, png = _request(cfg)
     image = None
@@ -119,18 +144,17 @@ def bench_direct(cfg: BenchConfig) -> PathResult:
 
         image = Image.open(io.BytesIO(png)).convert("RGB")
 
-    def once() -> None:
+    def once() -> list[Any]:
         if cap == Capability.TEXT_TO_IMAGE:
-            engine.text_to_image(model, TextToImageParams(**(body or {})), cfg.seed)
-        elif cap == Capability.IMAGE_TO_IMAGE:
+            return engine.text_to_image(model, TextToImageParams(**(body or {})), cfg.seed).images
+        if cap == Capability.IMAGE_TO_IMAGE:
             params: Any = ImageToImageParams.model_validate(form or {})
-            engine.image_to_image(model, params, image, cfg.seed)
-        else:
-            video: Any = ImageToVideoParams.model_validate(form or {})
-            engine.image_to_video(model, video, image, cfg.seed)
+            return engine.image_to_image(model, params, image, cfg.seed).images
+        video: Any = ImageToVideoParams.model_validate(form or {})
+        return engine.image_to_video(model, video, image, cfg.seed, None, cfg.frames).frames
 
     t0 = time.perf_counter()
-    once()
+    output = np.stack([np.asarray(img) for img in once()])
     first = time.perf_counter() - t0
     times = []
     for _ in range(cfg.runs):
@@ -138,10 +162,13 @@ def bench_direct(cfg: BenchConfig) -> PathResult:
         once()
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
+    nvml_after = _nvml_used(cfg.device)
+    delta = None if nvml_after is None or nvml_before is None else nvml_after - nvml_before
     memory = {
         "torch_peak_allocated": model.peak_allocated_last_run,
         "torch_peak_reserved": model.peak_reserved_last_run,
-        "nvml_used": _nvml_used(cfg.device),
+        "nvml_used": nvml_after,
+        "nvml_delta": delta,
         "weights": model.weights_bytes,
     }
     engine.shutdown()
@@ -151,7 +178,23 @@ def bench_direct(cfg: BenchConfig) -> PathResult:
         torch.cuda.empty_cache()
     # one worker per device: concurrency does not raise throughput on the direct path
     tput = {c: 1.0 / median for c in cfg.concurrency}
-    return PathResult("direct", cold, first, median, _p95(times), tput, memory)
+    result = PathResult(
+        "direct",
+        cold,
+        first,
+        median,
+        _p95(times),
+        tput,
+        memory,
+        variant,
+        dict(flags or {}),
+        warmup_s=model.warmup_seconds,
+        optimizations=list(model.optimization_notes),
+    )
+    return result, output
+
+
+_NVML_BASELINE: dict[str, int | None] = {}
 
 
 def _nvml_used(device: str) -> int | None:
@@ -167,7 +210,9 @@ def _nvml_used(device: str) -> int | None:
 
 
 # ---------------------------------------------------------------------------- over HTTP
-async def _http_path(name: str, url: str, cfg: BenchConfig, cold: float) -> PathResult:
+async def _http_path(
+    name: str, url: str, cfg: BenchConfig, cold: float, variant: str, flags: dict[str, Any]
+) -> PathResult:
     body, form, png = _request(cfg)
     route = f"{url}/{cfg.pipeline}"
 
@@ -197,7 +242,8 @@ async def _http_path(name: str, url: str, cfg: BenchConfig, cold: float) -> Path
             await asyncio.gather(*(limited(sem) for _ in range(jobs)))
             tput[conc] = jobs / (time.perf_counter() - t0)
         memory: dict[str, int | None] = {"nvml_used": _nvml_used(cfg.device)}
-    return PathResult(name, cold, first, statistics.median(times), _p95(times), tput, memory)
+    median = statistics.median(times)
+    return PathResult(name, cold, first, median, _p95(times), tput, memory, variant, flags)
 
 
 def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float = 1800) -> None:
@@ -237,7 +283,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
-def bench_runner(cfg: BenchConfig) -> PathResult:
+def bench_runner(
+    cfg: BenchConfig, variant: str = "plain", flags: dict[str, Any] | None = None
+) -> PathResult:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
@@ -252,16 +300,20 @@ def bench_runner(cfg: BenchConfig) -> PathResult:
             str(cfg.models_dir),
             "--warm",
             f"{cfg.pipeline}:{cfg.model}",
+            *(["--flags", f"{cfg.model}:{json.dumps(flags)}"] if flags else []),
         ]
     )
     try:
         _wait_health(url, proc)
-        return asyncio.run(_http_path("runner", url, cfg, time.perf_counter() - t0))
+        cold = time.perf_counter() - t0
+        return asyncio.run(_http_path("runner", url, cfg, cold, variant, dict(flags or {})))
     finally:
         _stop(proc)
 
 
-def bench_node(cfg: BenchConfig) -> PathResult:
+def bench_node(
+    cfg: BenchConfig, variant: str = "plain", flags: dict[str, Any] | None = None
+) -> PathResult:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     tmp = Path(tempfile.mkdtemp(prefix="orchard-bench-"))
@@ -272,6 +324,8 @@ def bench_node(cfg: BenchConfig) -> PathResult:
         "capacity": max(cfg.concurrency) * 2,
         "price_per_unit": 0,
     }
+    if flags:
+        entry["optimization_flags"] = dict(flags)
     (tmp / "aiModels.json").write_text(json.dumps([entry]))
     gpus = "cpu" if cfg.device == "cpu" else cfg.device.partition(":")[2] or "0"
     t0 = time.perf_counter()
@@ -293,18 +347,87 @@ def bench_node(cfg: BenchConfig) -> PathResult:
     )
     try:
         _wait_health(url, proc)
-        return asyncio.run(_http_path("node", url, cfg, time.perf_counter() - t0))
+        cold = time.perf_counter() - t0
+        return asyncio.run(_http_path("node", url, cfg, cold, variant, dict(flags or {})))
     finally:
         _stop(proc)
 
 
+def _with_warmup(cfg: BenchConfig, flags: dict[str, Any]) -> dict[str, Any]:
+    """Compiled variants warm up at the benchmark's size, as an operator would configure."""
+    if not flags or "WARMUP" in {k.upper() for k in flags}:
+        return flags
+    if str(flags.get("COMPILE", flags.get("compile", "false"))).lower() == "false":
+        return flags
+    width, height, _ = _defaults(cfg)
+    return {**flags, "WARMUP": f"{width}x{height}"}
+
+
 def run(cfg: BenchConfig) -> dict[str, Any]:
-    """Every requested path, one after the other, and the report."""
+    """Every requested path and variant, one after the other, and the report."""
     results = []
+    outputs: dict[str, Any] = {}
     for path in cfg.through:
-        fn = {"direct": bench_direct, "runner": bench_runner, "node": bench_node}[path]
-        results.append(fn(cfg))
-    return report(cfg, results)
+        for variant, given in cfg.variants():
+            flags = _with_warmup(cfg, given)
+            _say(f"{path}, {variant}" + (f" ({_flag_text(flags)})" if flags else "") + "...")
+            if path == "direct":
+                result, outputs[variant] = bench_direct(cfg, variant, flags)
+            else:
+                fn = {"runner": bench_runner, "node": bench_node}[path]
+                result = fn(cfg, variant, flags)
+            _say(f"  median {result.median_s * 1000:.1f} ms, cold load {result.cold_load_s:.2f} s")
+            results.append(result)
+    rep = report(cfg, results)
+    if "plain" in outputs and "optimized" in outputs:
+        rep["equivalence"] = equivalence(outputs["plain"], outputs["optimized"], cfg.device)
+    if cfg.data_dir is not None:
+        rep["calibration"] = record_calibration(rep, cfg.data_dir)
+    return rep
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _flag_text(flags: dict[str, Any]) -> str:
+    return ",".join(k if v is True else f"{k}={v}" for k, v in flags.items())
+
+
+def equivalence(plain: Any, optimized: Any, device: str) -> dict[str, Any]:
+    """How far the optimised path's pixels are from the plain path's, on the same inputs.
+
+    ``ok`` allows floating-point noise: on CPU (fp32) at most 2 levels of 255 anywhere; on a
+    GPU (fp16, where fused kernels and CUDA graphs reorder sums) a PSNR of 35 dB or more.
+    """
+    import numpy as np
+
+    a = np.asarray(plain, dtype=np.float64)
+    b = np.asarray(optimized, dtype=np.float64)
+    if a.shape != b.shape:
+        return {"ok": False, "detail": f"shapes differ: {a.shape} vs {b.shape}"}
+    diff = np.abs(a - b)
+    mse = float((diff**2).mean())
+    psnr = None if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    max_diff = float(diff.max())
+    ok = max_diff <= 2 if device == "cpu" else (psnr is None or psnr >= 35.0)
+    return {
+        "max_abs_diff": max_diff,
+        "mean_abs_diff": float(diff.mean()),
+        "psnr_db": psnr,
+        "ok": bool(ok),
+        "pixels_compared": int(a.size),
+    }
+
+
+def record_calibration(rep: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """Keep the direct path's measurements for the placement planner (docs/placement.md)."""
+    from core.placement.calibration import CalibrationStore, measurements_from_report
+
+    path = Path(data_dir) / "calibration.json"
+    found = measurements_from_report(rep)
+    CalibrationStore(path).add(found)
+    return {"file": str(path), "measurements": len(found)}
 
 
 def report(cfg: BenchConfig, results: list[PathResult]) -> dict[str, Any]:
@@ -330,6 +453,7 @@ def report(cfg: BenchConfig, results: list[PathResult]) -> dict[str, Any]:
         "config": {
             **asdict(cfg),
             "models_dir": str(cfg.models_dir),
+            "data_dir": str(cfg.data_dir) if cfg.data_dir else None,
             "width": width,
             "height": height,
             "steps": steps,
@@ -338,35 +462,75 @@ def report(cfg: BenchConfig, results: list[PathResult]) -> dict[str, Any]:
     }
     if base is not None:
         out["overhead_vs_direct_s"] = {
-            r.path: r.median_s - base.median_s for r in results if r.path != "direct"
+            r.path: r.median_s - base.median_s
+            for r in results
+            if r.path != "direct" and r.variant == base.variant
         }
+    speedup = {}
+    for r in results:
+        if r.variant == "optimized":
+            plain = next((p for p in results if p.path == r.path and p.variant == "plain"), None)
+            if plain is not None:
+                speedup[r.path] = plain.median_s / r.median_s
+    if speedup:
+        out["speedup"] = speedup
     return out
 
 
 def table(rep: dict[str, Any]) -> str:
     cfg = rep["config"]
+    frames = f", {cfg['frames']} frames" if cfg.get("frames") else ""
+    conc = cfg["concurrency"]
     lines = [
-        f"orchard bench: {cfg['pipeline']} {cfg['model']} {cfg['width']}x{cfg['height']}, "
-        f"{cfg['steps']} steps, {cfg['runs']} runs on {rep['device_name']} ({rep['device']}), "
-        f"{rep['date']}",
-        f"{'path':8}{'cold load s':>12}{'first s':>10}{'median ms':>11}{'p95 ms':>10}"
-        + "".join(f"{f'jobs/s @{c}':>12}" for c in cfg["concurrency"])
+        f"orchard bench: {cfg['pipeline']} {cfg['model']} {cfg['width']}x{cfg['height']}"
+        f"{frames}, {cfg['steps']} steps, {cfg['runs']} runs on {rep['device_name']} "
+        f"({rep['device']}), {rep['date']}",
+        f"{'path':8}{'variant':11}{'cold load s':>12}{'first s':>10}{'median ms':>11}"
+        f"{'p95 ms':>10}"
+        + "".join(f"{f'jobs/s @{c}':>12}" for c in conc)
         + f"{'peak alloc':>12}{'NVML used':>11}",
     ]
     for r in rep["results"]:
         mem = r["memory"]
+        tput = {int(k): v for k, v in r["throughput"].items()}
         lines.append(
-            f"{r['path']:8}{r['cold_load_s']:12.2f}{r['first_request_s']:10.3f}"
-            f"{r['median_s'] * 1000:11.1f}{r['p95_s'] * 1000:10.1f}"
-            + "".join(f"{r['throughput'][c]:12.2f}" for c in cfg["concurrency"])
+            f"{r['path']:8}{r.get('variant', 'plain'):11}{r['cold_load_s']:12.2f}"
+            f"{r['first_request_s']:10.3f}{r['median_s'] * 1000:11.1f}{r['p95_s'] * 1000:10.1f}"
+            + "".join(f"{tput[c]:12.2f}" for c in conc)
             + f"{_gib(mem.get('torch_peak_allocated')):>12}{_gib(mem.get('nvml_used')):>11}"
         )
+    results = rep["results"]
     for path, extra in rep.get("overhead_vs_direct_s", {}).items():
-        base = next(r for r in rep["results"] if r["path"] == "direct")["median_s"]
+        base = next(r for r in results if r["path"] == "direct")["median_s"]
         lines.append(
             f"overhead of the {path} over a direct call: {extra * 1000:.1f} ms "
             f"(ratio {(base + extra) / base:.3f})"
         )
+    flags = cfg.get("flags") or {}
+    if flags:
+        lines.append(f"optimized = {_flag_text(flags)}")
+        for r in results:
+            if r.get("variant") == "optimized" and r.get("optimizations"):
+                lines.append("  " + "; ".join(r["optimizations"]))
+                if r.get("warmup_s"):
+                    lines.append(f"  warm-up (compiling) took {r['warmup_s']:.2f} s of the load")
+                break
+    for path, ratio in rep.get("speedup", {}).items():
+        lines.append(f"speed-up of optimized over plain, {path}: {ratio:.2f}x")
+    eq = rep.get("equivalence")
+    if eq:
+        if "max_abs_diff" in eq:
+            psnr = "identical" if eq["psnr_db"] is None else f"PSNR {eq['psnr_db']:.1f} dB"
+            lines.append(
+                f"outputs, optimized vs plain: max difference {eq['max_abs_diff']:.0f}/255, "
+                f"mean {eq['mean_abs_diff']:.3f}, {psnr}: "
+                + ("equivalent" if eq["ok"] else "NOT EQUIVALENT")
+            )
+        else:
+            lines.append(f"outputs, optimized vs plain: NOT EQUIVALENT ({eq.get('detail')})")
+    cal = rep.get("calibration")
+    if cal:
+        lines.append(f"recorded {cal['measurements']} measurement(s) in {cal['file']}")
     return "\n".join(lines)
 
 
@@ -390,8 +554,10 @@ def chart(rep: dict[str, Any], path: Path) -> None:
     for i, r in enumerate(results):
         x0 = pad + i * bar + 10
         y0 = h - pad - int((h - 2 * pad) * r["median_s"] / top)
-        d.rectangle([x0, y0, x0 + bar - 20, h - pad], fill=(70, 130, 180))
-        d.text((x0, h - pad + 5), r["path"], fill="black")
+        color = (70, 130, 180) if r.get("variant", "plain") == "plain" else (60, 160, 90)
+        d.rectangle([x0, y0, x0 + bar - 20, h - pad], fill=color)
+        label = r["path"] + ("" if r.get("variant", "plain") == "plain" else " opt")
+        d.text((x0, h - pad + 5), label, fill="black")
         d.text((x0, y0 - 14), f"{r['median_s'] * 1000:.1f} ms", fill="black")
     d.line([pad, h - pad, w - pad, h - pad], fill="black")
     img.save(path)

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core import modelstore
+from core import optimizations as optim
 from core.errors import BadRequest, ModelNotLoaded, OutOfVram
 from core.pipelines import Capability, parse_capability
 from core.pipelines.common import split_prompt
+from core.runner import optimize
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -61,6 +63,10 @@ class LoadedModel:
     peak_allocated_last_run: int | None = None
     peak_reserved_last_run: int | None = None
     optimization_flags: dict[str, Any] = field(default_factory=dict)
+    optimizations: optim.Optimizations = field(default_factory=optim.Optimizations)
+    #: what applying the flags did, a line each (also in GET /models)
+    optimization_notes: list[str] = field(default_factory=list)
+    warmup_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
     last_used: float | None = None
     runs: int = 0
@@ -132,6 +138,70 @@ def _param_bytes(pipe: Any) -> int:
     return total
 
 
+def native_size(pipe: Any, family: str) -> tuple[int, int]:
+    """The size a model is made for: its UNet's sample size times the VAE's scale."""
+    if family == Family.SVD:
+        return (1024, 576)
+    sample = int(getattr(pipe.unet.config, "sample_size", 64) or 64)
+    scale = int(getattr(pipe, "vae_scale_factor", 8) or 8)
+    return (sample * scale, sample * scale)
+
+
+def _warmup_kwargs(
+    cap: Capability,
+    family: str,
+    width: int,
+    height: int,
+    batch: int,
+    device: torch.device,
+    turbo: bool = False,
+) -> dict[str, Any]:
+    from PIL import Image
+
+    kwargs: dict[str, Any] = {
+        "num_inference_steps": 2,
+        "output_type": "pil",
+        "generator": torch.Generator(device=device).manual_seed(0),
+    }
+    image = Image.new("RGB", (width, height), (128, 128, 128))
+    if family == Family.SVD:
+        return kwargs | {"image": image, "width": width, "height": height, "decode_chunk_size": 8}
+    # the shapes requests will have: turbo models run without classifier-free guidance,
+    # others with it (the contract's default guidance 7.5), which doubles the UNet's batch
+    kwargs |= {"prompt": ["warm-up"] * batch, "guidance_scale": 0.0 if turbo else 7.5}
+    if cap == Capability.IMAGE_TO_IMAGE:
+        return kwargs | {"image": [image] * batch, "strength": 1.0}
+    return kwargs | {"width": width, "height": height}
+
+
+@dataclass
+class _ImageJob:
+    """One image request waiting to be batched with others of the same shape."""
+
+    p: Any
+    seed: int
+    extra: dict[str, Any]
+    on_step: StepCallback | None
+    on_start: Callable[[], None] | None
+    future: Future[ImageResult] = field(default_factory=Future)
+
+    def key(self, model: LoadedModel, guidance: float) -> tuple[Any, ...]:
+        image = self.extra.get("image")
+        p = self.p
+        return (
+            model.key,
+            self.extra.get("width"),
+            self.extra.get("height"),
+            getattr(image, "size", None),
+            self.extra.get("strength"),
+            p.num_inference_steps,
+            guidance,
+            bool(p.negative_prompt),
+            "|" in p.prompt,
+            "|" in (p.negative_prompt or ""),
+        )
+
+
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
@@ -150,6 +220,9 @@ class Engine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orchard-gpu")
         self._models: dict[tuple[Capability, str], LoadedModel] = {}
         self._bases: dict[str, Any] = {}  # model_id -> the pipeline whose components are shared
+        # model_id -> (flags, parsed, notes) of its base pipeline: the flags of the first load
+        self._base_opts: dict[str, tuple[dict[str, Any], optim.Optimizations, list[str]]] = {}
+        self._waiting: dict[tuple[Any, ...], list[_ImageJob]] = {}  # batchable jobs by shape
         self._lock = threading.Lock()
         self._pending = 0
         self.busy_with: tuple[Capability, str] | None = None
@@ -209,6 +282,7 @@ class Engine:
         cap = parse_capability(str(capability))
         if (cap, model_id) in self._models:
             return self._models[(cap, model_id)]
+        opts = optim.parse(flags)
         path = modelstore.resolve(self.models_dir, model_id)
         family = _family_of(modelstore.read_model_index(path))
         if cap not in _capabilities_of(family):
@@ -219,12 +293,25 @@ class Engine:
         base = self._bases.get(model_id)
         try:
             if base is None:
-                base = self._from_pretrained(path, family)
+                base = self._from_pretrained(path, family, opts)
+                notes = optimize.apply(base, self.device, self.dtype, opts)
                 self._bases[model_id] = base
+                self._base_opts[model_id] = (dict(flags or {}), opts, notes)
+            elif self._base_opts[model_id][1] != opts:
+                log.warning(
+                    "%s shares its weights with a model already loaded with other "
+                    "optimization flags; the first load's flags apply",
+                    model_id,
+                )
+            flags, opts, notes = self._base_opts[model_id]
             pipe = self._view(base, cap, family)
+            t_warm = time.perf_counter()
+            self._warm_up(pipe, cap, family, model_id, opts)
+            warmup_seconds = time.perf_counter() - t_warm
         except Exception as exc:
             if model_id not in {m for _, m in self._models}:
                 self._bases.pop(model_id, None)
+                self._base_opts.pop(model_id, None)
             self._release()
             if _is_oom(exc):
                 raise OutOfVram(
@@ -242,7 +329,10 @@ class Engine:
             pipe=pipe,
             load_seconds=time.perf_counter() - t0,
             weights_bytes=_param_bytes(base),
-            optimization_flags=dict(flags or {}),
+            optimization_flags=dict(flags),
+            optimizations=opts,
+            optimization_notes=list(notes),
+            warmup_seconds=warmup_seconds,
         )
         if self.device.type == "cuda":
             model.allocated_after_load = (self._allocated() or 0) - (before or 0)
@@ -257,10 +347,11 @@ class Engine:
             raise ModelNotLoaded(f"model {model_id!r} is not loaded for {cap.value}")
         if not any(m == model_id for _, m in self._models):
             self._bases.pop(model_id, None)
+            self._base_opts.pop(model_id, None)
         self._release()
         log.info("unloaded %s %s", cap, model_id)
 
-    def _from_pretrained(self, path: Path, family: str) -> Any:
+    def _from_pretrained(self, path: Path, family: str, opts: optim.Optimizations) -> Any:
         from diffusers import AutoPipelineForText2Image, StableVideoDiffusionPipeline
 
         kwargs: dict[str, Any] = {"dtype": self.dtype, "local_files_only": True}
@@ -269,7 +360,39 @@ class Engine:
         cls = StableVideoDiffusionPipeline if family == Family.SVD else AutoPipelineForText2Image
         pipe = cls.from_pretrained(str(path), **kwargs)
         pipe.set_progress_bar_config(disable=True)
+        if opts.pinned_load and self.device.type == "cuda":
+            optimize.move_pipeline_staged(pipe, self.device)
+            return pipe
         return pipe.to(self.device)
+
+    def _warm_up(
+        self, pipe: Any, cap: Capability, family: str, model_id: str, opts: optim.Optimizations
+    ) -> None:
+        """Run each warm-up size once (twice for CUDA graphs) so compiling happens now."""
+        if not opts.compile or opts.warmup == ():
+            return
+        turbo = self._guidance_for(model_id, 7.5) == 0.0
+        sizes = opts.warmup or (native_size(pipe, family),)
+        mode = opts.compile_mode or optimize.default_compile_mode(self.device)
+        repeats = 2 if mode in {"reduce-overhead", "max-autotune"} else 1
+        batches = sorted({1, opts.batch}) if cap in _IMAGE_CAPS else [1]
+        with torch.inference_mode():
+            for width, height in sizes:
+                for batch in batches:
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        kwargs = _warmup_kwargs(
+                            cap, family, width, height, batch, self.device, turbo
+                        )
+                        pipe(**kwargs)
+                        log.info(
+                            "warm-up %s %dx%d batch %d: %.2fs",
+                            cap.value,
+                            width,
+                            height,
+                            batch,
+                            time.perf_counter() - t0,
+                        )
 
     @staticmethod
     def _view(base: Any, cap: Capability, family: str) -> Any:
@@ -337,8 +460,12 @@ class Engine:
         return out
 
     def _guidance(self, model: LoadedModel, guidance: float) -> float:
+        return self._guidance_for(model.model_id, guidance)
+
+    @staticmethod
+    def _guidance_for(model_id: str, guidance: float) -> float:
         # Turbo models are distilled without classifier-free guidance (as Livepeer's runner).
-        return 0.0 if "turbo" in model.model_id.lower() else guidance
+        return 0.0 if "turbo" in model_id.lower() else guidance
 
     def _images(
         self, model: LoadedModel, p: Any, seed: int, on_step: StepCallback | None, **extra: Any
@@ -357,6 +484,100 @@ class Engine:
         out = self._run(model, kwargs, on_step)
         return ImageResult(list(out.images), seeds, [False] * len(out.images))
 
+    # ----------------------------------------------------------------- batching
+    def submit_images(
+        self,
+        model: LoadedModel,
+        p: Any,
+        seed: int,
+        on_step: StepCallback | None = None,
+        on_start: Callable[[], None] | None = None,
+        **extra: Any,
+    ) -> Future[ImageResult]:
+        """Queue an image request; with the BATCH flag, requests of the same model, size and
+        settings that wait together run as one call (each image keeps its own seed)."""
+        job = _ImageJob(p, seed, extra, on_step, on_start)
+        limit = model.optimizations.batch
+        if limit <= 1:
+
+            def alone() -> ImageResult:
+                if on_start is not None:
+                    on_start()
+                return self._images(model, p, seed, on_step, **extra)
+
+            return self.submit(alone)
+        key = job.key(model, self._guidance(model, p.guidance_scale))
+        with self._lock:
+            self._waiting.setdefault(key, []).append(job)
+
+        def batch() -> None:
+            with self._lock:
+                queue = self._waiting.get(key, [])
+                take: list[_ImageJob] = []
+                images = 0
+                while queue and (not take or images + queue[0].p.num_images_per_prompt <= limit):
+                    take.append(queue.pop(0))
+                    images += take[-1].p.num_images_per_prompt
+                if not queue:
+                    self._waiting.pop(key, None)
+            if not take:
+                return  # this request already ran in an earlier batch
+            for j in take:
+                if j.on_start is not None:
+                    j.on_start()
+            try:
+                results = self._batch(model, take)
+            except BaseException as exc:
+                for j in take:
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+                return
+            for j, result in zip(take, results, strict=True):
+                if not j.future.done():
+                    j.future.set_result(result)
+
+        self.submit(batch)
+        return job.future
+
+    def _batch(self, model: LoadedModel, jobs: list[_ImageJob]) -> list[ImageResult]:
+        """One pipeline call for several requests: prompts and seeds as lists, one per image."""
+        if len(jobs) == 1:
+            j = jobs[0]
+            return [self._images(model, j.p, j.seed, j.on_step, **j.extra)]
+        first = jobs[0]
+        per_image: dict[str, list[Any]] = {}
+        seeds: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for j in jobs:
+            n = j.p.num_images_per_prompt
+            spans.append((len(seeds), n))
+            seeds.extend(j.seed + i for i in range(n))
+            texts = self._prompts(model, j.p.prompt, j.p.negative_prompt)
+            for name, text in texts.items():
+                per_image.setdefault(name, []).extend([text] * n)
+            if "image" in j.extra:
+                per_image.setdefault("image", []).extend([j.extra["image"]] * n)
+        extra = {k: v for k, v in first.extra.items() if k != "image"}
+        kwargs: dict[str, Any] = {
+            **per_image,
+            **extra,
+            "guidance_scale": self._guidance(model, first.p.guidance_scale),
+            "num_inference_steps": first.p.num_inference_steps,
+            "num_images_per_prompt": 1,
+            "generator": self._generators(seeds),
+            "output_type": "pil",
+        }
+
+        def on_step(step: int, total: int, latents: torch.Tensor) -> None:
+            for j, (start, n) in zip(jobs, spans, strict=True):
+                if j.on_step is not None:
+                    j.on_step(step, total, latents[start : start + n])
+
+        log.debug("batched %d requests, %d images", len(jobs), len(seeds))
+        out = self._run(model, kwargs, on_step)
+        images = list(out.images)
+        return [ImageResult(images[s : s + n], seeds[s : s + n], [False] * n) for s, n in spans]
+
     def text_to_image(
         self, model: LoadedModel, p: Any, seed: int, on_step: StepCallback | None = None
     ) -> ImageResult:
@@ -368,9 +589,17 @@ class Engine:
         return self._images(model, p, seed, on_step, image=image, strength=p.strength)
 
     def image_to_video(
-        self, model: LoadedModel, p: Any, image: Any, seed: int, on_step: StepCallback | None = None
+        self,
+        model: LoadedModel,
+        p: Any,
+        image: Any,
+        seed: int,
+        on_step: StepCallback | None = None,
+        num_frames: int | None = None,
     ) -> VideoResult:
+        """``num_frames`` None: the model's own count (SVD 14, SVD-XT 25)."""
         kwargs: dict[str, Any] = {
+            "num_frames": num_frames,
             "image": image,
             "width": p.width,
             "height": p.height,

@@ -97,6 +97,8 @@ class RunnerSettings:
     models_dir: Path = Path("models")
     token: str | None = None
     warm: list[tuple[str, str]] = field(default_factory=list)
+    #: model_id -> optimization flags applied when it is warmed at start
+    flags: dict[str, dict[str, Any]] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
 
 
@@ -186,7 +188,12 @@ class Runner:
             for pipeline, model_id in self.settings.warm:
                 try:
                     await asyncio.wrap_future(
-                        self.engine.submit(self.engine.load, pipeline, model_id)
+                        self.engine.submit(
+                            self.engine.load,
+                            pipeline,
+                            model_id,
+                            self.settings.flags.get(model_id),
+                        )
                     )
                 except Exception as exc:  # reported by /health and the log
                     msg = exc.msg if isinstance(exc, OrchardError) else repr(exc)
@@ -227,6 +234,30 @@ class Runner:
 
         return await asyncio.wrap_future(self.engine.submit(work))
 
+    async def run_images(
+        self, rid: str, follow: bool, model: LoadedModel, params: Any, seed: int, **extra: Any
+    ) -> Any:
+        """An image job through the engine's batching queue (see the BATCH flag)."""
+        hub = self.hub
+        hub.publish(
+            rid,
+            "queued",
+            pipeline=model.capability.value,
+            model_id=model.model_id,
+            queue_depth=self.engine.queue_depth,
+        )
+        previews = PreviewMaker(model.family) if follow else None
+
+        def on_step(step: int, total: int, latents: Any) -> None:
+            urls = previews.maybe(step - 1, total, latents) if previews is not None else None
+            hub.publish_threadsafe(rid, "step", step=step, steps=total, previews=urls or [])
+
+        def on_start() -> None:
+            hub.publish_threadsafe(rid, "started")
+
+        fut = self.engine.submit_images(model, params, seed, on_step, on_start, **extra)
+        return await asyncio.wrap_future(fut)
+
     def keep_output(self, rid: str, task: asyncio.Task[bytes]) -> None:
         self.outputs[rid] = task
         while len(self.outputs) > MAX_OUTPUTS:
@@ -254,8 +285,8 @@ def _crop_to_multiple_of_8(img: Any) -> Any:
     return img.crop((left, top, left + cw, top + ch))
 
 
-def _encode_images(images: list[Any]) -> list[str]:
-    return [media.png_data_url(img) for img in images]
+def _encode_images(images: list[Any], level: int | None = None) -> list[str]:
+    return [media.png_data_url(img, 1 if level is None else level) for img in images]
 
 
 def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAPI:
@@ -289,9 +320,10 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
 
     install_error_handlers(app, failed)
 
-    async def images_answer(rid: str, result: Any) -> dict[str, Any]:
+    async def images_answer(rid: str, result: Any, model: LoadedModel) -> dict[str, Any]:
         """PNG-encode (off the worker thread) and answer an ``ImageResponse``."""
-        urls = await asyncio.to_thread(_encode_images, result.images)
+        level = model.optimizations.png_level
+        urls = await asyncio.to_thread(_encode_images, result.images, level)
         runner.hub.publish(rid, "done", images=len(urls))
         media_list = zip(urls, result.seeds, result.nsfw, strict=True)
         return {"images": [{"url": u, "seed": s, "nsfw": n} for u, s, n in media_list]}
@@ -312,8 +344,10 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
         t2i.validate(params, limits)
         model = runner.engine.get(Capability.TEXT_TO_IMAGE, params.model_id)
         seed = resolve_seed(params.seed)
-        result = await runner.run(rid, follow, model, runner.engine.text_to_image, params, seed)
-        return await images_answer(rid, result)
+        result = await runner.run_images(
+            rid, follow, model, params, seed, width=params.width, height=params.height
+        )
+        return await images_answer(rid, result, model)
 
     @app.post(
         "/image-to-image",
@@ -334,10 +368,10 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
         image_to_image.validate(params, img.width, img.height, limits)
         model = runner.engine.get(Capability.IMAGE_TO_IMAGE, params.model_id)
         seed = resolve_seed(params.seed)
-        result = await runner.run(
-            rid, follow, model, runner.engine.image_to_image, params, img, seed
+        result = await runner.run_images(
+            rid, follow, model, params, seed, image=img, strength=params.strength
         )
-        return await images_answer(rid, result)
+        return await images_answer(rid, result, model)
 
     @app.post(
         "/image-to-video",
@@ -363,7 +397,8 @@ def create_app(settings: RunnerSettings, engine: Engine | None = None) -> FastAP
         )
         mp4 = asyncio.create_task(asyncio.to_thread(media.encode_mp4, result.frames, params.fps))
         runner.keep_output(rid, mp4)
-        urls = await asyncio.to_thread(_encode_images, result.frames)
+        level = model.optimizations.png_level
+        urls = await asyncio.to_thread(_encode_images, result.frames, level)
         response.headers["X-Video-Url"] = f"/outputs/{rid}.mp4"
         runner.hub.publish(rid, "done", frames=len(urls), video=f"/outputs/{rid}.mp4")
         return {"frames": [[{"url": u, "seed": result.seed, "nsfw": result.nsfw} for u in urls]]}
@@ -453,6 +488,8 @@ def _model_json(m: LoadedModel, eng: Engine) -> dict[str, Any]:
         "dtype": str(eng.dtype).removeprefix("torch."),
         "attention": "sdpa",
         "optimization_flags": m.optimization_flags,
+        "optimizations": m.optimization_notes,
+        "warmup_seconds": round(m.warmup_seconds, 4),
         "shares_weights_with": [
             o.capability.value for o in eng.models() if o.model_id == m.model_id and o is not m
         ],

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -141,6 +141,16 @@ class RunnerHandle(ABC):
     def warm_models(self) -> list[tuple[str, str]]:
         """What a restart brings back: the configured warm set plus models loaded since."""
         return list(self._warm)
+
+    def warm_flags(self) -> dict[str, dict[str, Any]]:
+        """model_id -> optimization flags of the warm set (models without flags left out)."""
+        return {model_id: dict(f) for (_, model_id), f in self._warm.items() if f}
+
+    def set_warm_flags(self, flags: Mapping[str, Mapping[str, Any]]) -> None:
+        """Optimization flags for models of the configured warm set (before ``start``)."""
+        for key in self._warm:
+            if flags.get(key[1]):
+                self._warm[key] = dict(flags[key[1]])
 
     def on_state(self, callback: StateCallback) -> Callable[[], None]:
         """Call ``callback(status)`` on every change; returns a function that unsubscribes."""

@@ -21,6 +21,7 @@ Orchard (ai-runner images are many gigabytes): a missing image is an error that 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
@@ -105,6 +106,7 @@ def container_spec(
     orchard_image: bool | None = None,
     command: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``DockerClient.containers.create`` (a pure function)."""
     environment: dict[str, str] = {}
@@ -123,6 +125,13 @@ def container_spec(
             command += ["--port", str(CONTAINER_PORT), "--models-dir", "/models"]
             for pipeline, model_id in warm:
                 command += ["--warm", f"{pipeline}:{model_id}"]
+            for model_id, model_flags in (flags or {}).items():
+                command += ["--flags", f"{model_id}:{json.dumps(dict(model_flags))}"]
+    elif warm and flags and flags.get(warm[0][1]):
+        # ai-runner reads its optimization flags from the environment, as go-livepeer sets them
+        for name, value in flags[warm[0][1]].items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            environment[str(name).upper()] = text
     environment.update(env or {})
     spec: dict[str, Any] = {
         "image": image,
@@ -244,6 +253,7 @@ class DockerRunner(RunnerHandle):
             orchard_image=self.orchard_image,
             command=self.command,
             env=self.env,
+            flags=self.warm_flags(),
         )
 
     def _describe(self) -> str:

@@ -22,6 +22,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import io
+import json
 import os
 import secrets
 import signal
@@ -157,6 +158,8 @@ class LocalRunner(RunnerHandle):
         cmd += ["--models-dir", str(self.models_dir)]
         for pipeline, model_id in self.warm_models:
             cmd += ["--warm", f"{pipeline}:{model_id}"]
+        for model_id, flags in self.warm_flags().items():
+            cmd += ["--flags", f"{model_id}:{json.dumps(flags, separators=(',', ':'))}"]
         return [*cmd, *self.extra_args]
 
     def child_env(self) -> dict[str, str]:

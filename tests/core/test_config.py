@@ -126,6 +126,9 @@ def test_livepeer_file_loads() -> None:
     assert rv_gw.gateway == GW and rv_gw.gateway_key == GW.lower()
     assert rv_gw.price_per_unit == Fraction(339084250, 100) and rv_gw.line == 30
     assert cfg.warnings == (
+        'aiModels.json entry 1 ("model_id": "stabilityai/stable-video-diffusion-img2vid-xt-1-1"): '
+        'optimization flag "SFAST": stable-fast is not part of Orchard; use COMPILE; it is not '
+        "applied",
         'aiModels.json entry 2 ("model_id": "stabilityai/stable-diffusion-x4-upscaler"): '
         'pipeline "upscale" is a Livepeer pipeline that Orchard does not run; the entry is kept '
         "in the file but not served (Orchard runs text-to-image, image-to-image, image-to-video)",
@@ -594,14 +597,14 @@ WARNINGS = [
         id="price-as-string",
     ),
     pytest.param(
-        text_of(entry(optimization_flags={"SFAST": True})),
+        text_of(entry(optimization_flags={"CHANNELS_LAST": True})),
         'aiModels.json entry 0 ("model_id": "org/model"): "optimization_flags" are set but '
         '"warm" is not; Livepeer applies them only to warm models',
         id="flags-without-warm",
     ),
     pytest.param(
-        text_of(entry(warm=True, optimization_flags={"STEPS": 4})),
-        'aiModels.json entry 0 ("model_id": "org/model"): optimization flag "STEPS" is 4; '
+        text_of(entry(warm=True, optimization_flags={"PNG_LEVEL": 4})),
+        'aiModels.json entry 0 ("model_id": "org/model"): optimization flag "PNG_LEVEL" is 4; '
         "go-livepeer accepts only true, false or a string and would refuse the file",
         id="flag-a-number",
     ),
@@ -837,3 +840,23 @@ def test_a_save_that_dies_after_the_backup_leaves_the_previous_file(
 
     assert calls == ["aiModels.json.bak", "aiModels.json"]
     assert files_in(tmp_path) == {"aiModels.json": current, "aiModels.json.bak": current}
+
+
+def test_optimization_flags_orchard_applies() -> None:
+    """Known flags are checked when the file is read; unknown ones are kept and reported."""
+    cfg = loads(
+        text_of(
+            entry(
+                warm=True,
+                optimization_flags={"CHANNELS_LAST": True, "BATCH": "8", "TURBO_MODE": True},
+            )
+        )
+    )
+    (e,) = cfg.entries
+    assert e.orchard_flags == {"CHANNELS_LAST": True, "BATCH": "8"}
+    assert e.optimization_flags == {"CHANNELS_LAST": True, "BATCH": "8", "TURBO_MODE": True}
+    assert any("unknown optimization flag 'TURBO_MODE'" in w for w in cfg.warnings)
+    assert '"TURBO_MODE": true' in dumps(cfg)  # round-trips untouched
+    with pytest.raises(ConfigError) as err:
+        loads(text_of(entry(warm=True, optimization_flags={"BATCH": "lots"})))
+    assert '"optimization_flags" BATCH must be a whole number from 1 to 64' in str(err.value)
