@@ -34,6 +34,7 @@ from core.placement import (
     NATIVE_SIZE,
     TYPICAL_WEIGHTS,
     ArchFamily,
+    CalibrationStore,
     Footprint,
     GpuBudget,
     Resident,
@@ -438,6 +439,8 @@ class NodeSession(QObject):
         ]
 
         def estimate() -> tuple[dict[ModelKey, Footprint | None], dict[ModelKey, str]]:
+            # orchard bench measurements count as the node counts them (docs/placement.md)
+            calibration = CalibrationStore.in_dir(self.data_dir)
             fps: dict[ModelKey, Footprint | None] = {}
             notes: dict[ModelKey, str] = {}
             for e in entries:
@@ -446,7 +449,13 @@ class NodeSession(QObject):
                     continue
                 cap = Capability(e.pipeline)
                 try:
-                    fps[e.key] = estimate_footprint(self.models_dir, cap, e.model_id)
+                    fps[e.key] = estimate_footprint(
+                        self.models_dir,
+                        cap,
+                        e.model_id,
+                        calibration=calibration,
+                        flags=e.orchard_flags,
+                    )
                 except OrchardError:
                     fps[e.key], notes[e.key] = self._typical(e)
                 except (OSError, ValueError) as exc:

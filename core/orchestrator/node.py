@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,16 @@ from core.pipelines.common import Limits
 from core.placement import (
     NATIVE_SIZE,
     TYPICAL_WEIGHTS,
+    CalibrationStore,
     Footprint,
     GpuBudget,
     ModelDemand,
     VramEstimate,
+    describe,
     detect_arch,
     estimate_vram,
+    footprint_bytes,
+    gib,
     plan,
     weights_bytes,
 )
@@ -92,11 +96,23 @@ def parse_gpus(spec: str, inventory: gpu_mod.GpuInventory) -> list[int]:
     return wanted
 
 
-def estimate_footprint(models_dir: Path, cap: Capability, model_id: str) -> Footprint:
+def estimate_footprint(
+    models_dir: Path,
+    cap: Capability,
+    model_id: str,
+    *,
+    calibration: CalibrationStore | None = None,
+    device_name: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Footprint:
     """Weights from the files, activations calibrated per family at its native size. Blocking.
 
     A model far smaller than its family's full size (the tiny test models) gets activations
-    scaled by its share of the family's weights.
+    scaled by its share of the family's weights. When ``calibration`` holds a usable
+    ``orchard bench`` measurement of the model (preferring one taken on ``device_name``, then
+    one with the model's optimisation ``flags``: None for no preference, ``{}`` for the plain
+    path), that measurement carried to the native size replaces the estimate as
+    ``measured_bytes``.
     """
     path = modelstore.resolve(models_dir, model_id)
     index = modelstore.read_model_index(path)
@@ -110,9 +126,43 @@ def estimate_footprint(models_dir: Path, cap: Capability, model_id: str) -> Foot
     typical = TYPICAL_WEIGHTS.get(arch) or weights or 1
     scale = min(1.0, weights / typical)
     activations = int(est.activations * scale)
-    return Footprint(
-        (cap.value, model_id), VramEstimate(weights, activations, weights + activations)
+    key = (cap.value, model_id)
+    estimate = VramEstimate(weights, activations, weights + activations)
+    m = None
+    if calibration is not None:
+        m = calibration.lookup(*key, device_name=device_name, flags=flags)
+    if m is None:
+        return Footprint(key, estimate)
+    default_frames = (unet_cfg or {}).get("num_frames")
+    measured = footprint_bytes(
+        m,
+        width,
+        height,
+        frames,
+        default_frames=default_frames if isinstance(default_frames, int) else frames,
     )
+    size = f"{width}x{height}" + (f"x{frames}" if frames > 1 else "")
+    taken = f"{m.width}x{m.height}" + (f"x{m.frames}" if m.frames and m.frames > 1 else "")
+    carried = "" if taken == size else f", so {gib(measured)} at its native {size}"
+    log.info(
+        "placement: %s uses the orchard bench measurement of %s on %s: %s at %s%s "
+        "(the estimate was %s)",
+        describe(key),
+        m.date or "an unknown date",
+        m.device_name,
+        gib(m.nvml_delta or 0),
+        taken,
+        carried,
+        gib(estimate.total),
+    )
+    return Footprint(key, estimate, measured)
+
+
+def _one_gpu_name(budgets: Sequence[GpuBudget]) -> str | None:
+    """The GPUs' name when every GPU of the node has the same one (a bench measurement taken
+    on that model of card is preferred); None with no GPU or mixed cards."""
+    names = {b.name for b in budgets if b.index >= 0}
+    return names.pop() if len(names) == 1 else None
 
 
 class Node:
@@ -170,7 +220,7 @@ class Node:
         await self.payments.open(offered)
         placed = [e for e in entries if e.effective_backend in (Backend.LOCAL, Backend.DOCKER)]
         docker_keys = {e.key for e in entries if e.effective_backend == Backend.DOCKER}
-        self.slots = await asyncio.to_thread(self._make_slots, placed)
+        self.slots = await asyncio.to_thread(self._make_slots, placed, budgets)
         # ai-runner containers load their one model at start: they are warm by nature.
         warm = [sl for sl in self.slots if sl.warm or sl.key in docker_keys]
         result = plan(
@@ -193,6 +243,7 @@ class Node:
                 python=s.runner_python,
                 log_path=s.data_dir / "logs" / f"runner-{idx}.log",
             )
+            runner.set_warm_flags({sl.model_id: sl.flags for sl in warm if sl.flags})
             runner.on_state(self._on_runner_state)
             self.devices[idx] = Device(idx, runner, budget)
         by_key = {e.key: e for e in entries}
@@ -218,6 +269,7 @@ class Node:
                     capacity=sl.capacity,
                     log_path=s.data_dir / "logs" / f"docker-{n}.log",
                 )
+                docker_runner.set_warm_flags({sl.model_id: sl.flags} if sl.flags else {})
                 docker_runner.on_state(self._on_runner_state)
                 self.dedicated[sl.key] = docker_runner
         for e in entries:
@@ -278,13 +330,28 @@ class Node:
                 )
         return out
 
-    def _make_slots(self, entries: list[ModelEntry]) -> list[ModelSlot]:
+    def _make_slots(
+        self, entries: list[ModelEntry], budgets: Sequence[GpuBudget] = ()
+    ) -> list[ModelSlot]:
+        """Each entry's footprint: the estimate, or on a node with GPUs an ``orchard bench``
+        measurement from the data directory's calibration file when it holds one (preferring
+        one taken on the node's model of card). Blocking: reads the model files and the file."""
+        gpus = [b for b in budgets if b.index >= 0]
+        calibration = CalibrationStore.in_dir(self.settings.data_dir) if gpus else None
+        device_name = _one_gpu_name(gpus)
         slots = []
         for e in entries:
             cap = e.capability
             assert cap is not None
             try:
-                fp = estimate_footprint(self.settings.models_dir, cap, e.model_id)
+                fp = estimate_footprint(
+                    self.settings.models_dir,
+                    cap,
+                    e.model_id,
+                    calibration=calibration,
+                    device_name=device_name,
+                    flags=e.orchard_flags,
+                )
             except OrchardError as exc:
                 if e.warm:
                     raise NodeError(f"warm model {e.model_id} ({e.pipeline}): {exc.msg}") from None
@@ -292,7 +359,17 @@ class Node:
                     "cold model %s (%s) is not offered: %s", e.model_id, e.pipeline, exc.msg
                 )
                 continue
-            slots.append(ModelSlot(cap, e.model_id, e.warm, e.effective_capacity, fp, e.gpus))
+            slots.append(
+                ModelSlot(
+                    cap,
+                    e.model_id,
+                    e.warm,
+                    e.effective_capacity,
+                    fp,
+                    e.gpus,
+                    flags=e.orchard_flags,
+                )
+            )
         return slots
 
     async def _wait_ready(self, runners: list[RunnerHandle]) -> None:
@@ -318,11 +395,11 @@ class Node:
             except OrchardError:
                 continue
             for m in listing.get("models", []):
-                reserved = (m.get("vram") or {}).get("allocated_after_load")
-                if reserved:
+                allocated = (m.get("vram") or {}).get("allocated_after_load")
+                if allocated:
                     for sl in self.slots:
                         if sl.key == (m["pipeline"], m["model_id"]):
-                            sl.footprint = Footprint(sl.key, sl.footprint.estimate, int(reserved))
+                            sl.footprint = sl.footprint.with_loaded_weights(int(allocated))
 
     async def _serve(self) -> None:
         from core.orchestrator.service import create_app

@@ -1,8 +1,17 @@
 """VRAM placement: estimate a model's footprint, plan warm models, admit cold ones.
 
-See ``docs/placement.md``. GUI-free and torch-free; only :func:`weights_bytes` reads disk.
+See ``docs/placement.md``. GUI-free and torch-free; only :func:`weights_bytes` and
+:class:`CalibrationStore` (``orchard bench`` measurements in ``calibration.json``) touch disk.
 """
 
+from core.placement.calibration import (
+    CALIBRATION_FILENAME,
+    CalibrationStore,
+    Measurement,
+    calibration_path,
+    footprint_bytes,
+    measurements_from_report,
+)
 from core.placement.estimate import (
     ACTIVATION_MODELS,
     CALIBRATION,
@@ -47,6 +56,7 @@ from core.placement.planner import (
 __all__ = [
     "ACTIVATION_MODELS",
     "CALIBRATION",
+    "CALIBRATION_FILENAME",
     "CUDA_CONTEXT_BYTES",
     "MARGIN_FRACTION",
     "MIN_MARGIN",
@@ -57,11 +67,13 @@ __all__ = [
     "Admission",
     "ArchFamily",
     "Calibration",
+    "CalibrationStore",
     "Fit",
     "Footprint",
     "GiB",
     "GpuBudget",
     "GpuPlan",
+    "Measurement",
     "MiB",
     "ModelDemand",
     "ModelKey",
@@ -71,12 +83,15 @@ __all__ = [
     "Resident",
     "VramEstimate",
     "admit",
+    "calibration_path",
     "default_margin",
     "describe",
     "describe_fit",
     "detect_arch",
     "estimate_vram",
+    "footprint_bytes",
     "gib",
+    "measurements_from_report",
     "plan",
     "route",
     "verdict",

@@ -262,6 +262,8 @@ class Footprint:
     model_key: ModelKey
     estimate: VramEstimate | None = None
     measured_bytes: int | None = None
+    #: the weights a runner measured after loading, once it has (part of measured_bytes)
+    loaded_weights: int | None = None
 
     def __post_init__(self) -> None:
         if self.estimate is None and self.measured_bytes is None:
@@ -286,6 +288,17 @@ class Footprint:
     @property
     def measured(self) -> bool:
         return self.measured_bytes is not None
+
+    def with_loaded_weights(self, allocated: int) -> Footprint:
+        """After a runner loaded the model: ``allocated`` (what torch allocated for its
+        weights) replaces the weights part; the rest, activations and context, stays as the
+        benchmark measured or the family estimate says. The runner only sees the weights
+        at load time, so they alone must not replace the whole footprint."""
+        weights = self.estimate.weights if self.estimate is not None else 0
+        if self.loaded_weights is not None:
+            weights = self.loaded_weights
+        rest = max(self.need - weights, 0)
+        return Footprint(self.model_key, self.estimate, allocated + rest, allocated)
 
 
 # --- architecture detection ----------------------------------------------------------------
