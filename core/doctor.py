@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import socket
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
@@ -226,6 +228,9 @@ def check_port(name: str, port: int, host: str = "127.0.0.1") -> Check:
 
 def check_docker() -> Check:
     action = "only the docker runner backend needs it: install Docker Engine or set DOCKER_HOST"
+    refused = _unix_socket_refuses()
+    if refused:
+        return Check("Docker", Status.WARN, f"no Docker engine reachable ({refused})", action)
     try:
         import docker
 
@@ -241,6 +246,24 @@ def check_docker() -> Check:
             client.close()
     where = client.api.base_url
     return Check("Docker", Status.PASS, f"Docker Engine {version.get('Version', '?')} ({where})")
+
+
+def _unix_socket_refuses() -> str | None:
+    """Why the local engine's socket does not answer, asked with a plain socket: the Docker
+    SDK leaks the socket of a connection the engine refused."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://") or not hasattr(socket, "AF_UNIX"):
+        return None
+    path = host.removeprefix("unix://")
+    if not os.path.exists(path):
+        return f"no socket at {path}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(3)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+    return None
 
 
 def _short(exc: BaseException) -> str:
