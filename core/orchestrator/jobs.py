@@ -57,6 +57,8 @@ class ModelSlot:
     gpus: tuple[int, ...] | None = None
     #: optimization flags from aiModels.json, sent with every load of the model
     flags: dict[str, Any] = field(default_factory=dict)
+    #: what the runner did with the flags, a line each (from its GET /models)
+    optimizations: list[str] = field(default_factory=list)
     in_use: int = 0
     runners: set[str] = field(default_factory=set)  # runner ids holding it now
     last_used: float = 0.0
@@ -391,6 +393,7 @@ class JobManager:
             except OrchardError as exc:
                 self.bus.emit(ev.ModelChanged(rid, slot.key[0], slot.model_id, "failed", exc.msg))
                 raise
+            slot.optimizations = list(loaded.get("optimizations") or [])
             measured = (loaded.get("vram") or {}).get("allocated_after_load")
             if measured:  # the weights measured on the device replace the estimated ones
                 slot.footprint = slot.footprint.with_loaded_weights(int(measured))

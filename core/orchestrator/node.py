@@ -396,9 +396,10 @@ class Node:
                 continue
             for m in listing.get("models", []):
                 allocated = (m.get("vram") or {}).get("allocated_after_load")
-                if allocated:
-                    for sl in self.slots:
-                        if sl.key == (m["pipeline"], m["model_id"]):
+                for sl in self.slots:
+                    if sl.key == (m["pipeline"], m["model_id"]):
+                        sl.optimizations = list(m.get("optimizations") or [])
+                        if allocated:
                             sl.footprint = sl.footprint.with_loaded_weights(int(allocated))
 
     async def _serve(self) -> None:
@@ -480,6 +481,8 @@ class Node:
                 "gpus": sorted(
                     d.index for d in self.devices.values() if d.runner.runner_id in sl.runners
                 ),
+                "optimization_flags": sl.flags,
+                "optimizations": sl.optimizations,
             }
             price = self.payments.price(sl.capability, sl.model_id, sender)
             if self.settings.free:  # free mode is explicit, and advertised as price 0

@@ -163,6 +163,8 @@ def test_info_advertises_models_prices_and_hardware(node: NodeProcess) -> None:
         "runner_version": "x",
         "loaded": True,
         "gpus": [],
+        "optimization_flags": {},
+        "optimizations": [],
     }
     assert len(t2i[SDXL]["gpus"]) == 1
     assert t2i[SDXL_B]["warm"] is False and t2i[SDXL_B]["capacity"] == 2
