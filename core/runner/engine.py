@@ -375,7 +375,7 @@ class Engine:
         sizes = opts.warmup or (native_size(pipe, family),)
         mode = opts.compile_mode or optimize.default_compile_mode(self.device)
         repeats = 2 if mode in {"reduce-overhead", "max-autotune"} else 1
-        batches = sorted({1, opts.batch}) if cap in _IMAGE_CAPS else [1]
+        batches = optimize.warm_batches(opts.batch) if cap in _IMAGE_CAPS else [1]
         with torch.inference_mode():
             for width, height in sizes:
                 for batch in batches:
@@ -557,6 +557,14 @@ class Engine:
                 per_image.setdefault(name, []).extend([text] * n)
             if "image" in j.extra:
                 per_image.setdefault("image", []).extend([j.extra["image"]] * n)
+        if model.optimizations.compile:
+            # pad to a batch size compiled at warm time; the padding images are dropped
+            pad = optimize.padded_batch(len(seeds), model.optimizations.batch) - len(seeds)
+            for values in per_image.values():
+                values.extend([values[-1]] * pad)
+            seeds_run = seeds + [0] * pad
+        else:
+            seeds_run = seeds
         extra = {k: v for k, v in first.extra.items() if k != "image"}
         kwargs: dict[str, Any] = {
             **per_image,
@@ -564,7 +572,7 @@ class Engine:
             "guidance_scale": self._guidance(model, first.p.guidance_scale),
             "num_inference_steps": first.p.num_inference_steps,
             "num_images_per_prompt": 1,
-            "generator": self._generators(seeds),
+            "generator": self._generators(seeds_run),
             "output_type": "pil",
         }
 

@@ -70,11 +70,12 @@ def apply(pipe: Any, device: torch.device, dtype: torch.dtype, opts: Optimizatio
             module = getattr(pipe, name, None)
             if module is None:
                 continue
-            try:
-                module.to(memory_format=torch.channels_last)
-                notes.append(f"CHANNELS_LAST: {name}")
-            except RuntimeError as exc:  # 5-D weights (the video VAE's temporal convolution)
-                notes.append(f"CHANNELS_LAST: {name} skipped ({str(exc).splitlines()[0]})")
+            # per 2-D convolution: the video models also hold 3-D ones, which have no
+            # channels-last layout and stay as they are
+            convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+            for conv in convs:
+                conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+            notes.append(f"CHANNELS_LAST: {name} ({len(convs)} convolutions)")
     if opts.fuse_qkv:
         notes.extend(_fuse_qkv(pipe))
     if opts.vae_fp16:
@@ -85,6 +86,10 @@ def apply(pipe: Any, device: torch.device, dtype: torch.dtype, opts: Optimizatio
             notes.append("VAE_FP16: skipped (the model runs in fp32 here)")
     if opts.compile:
         use_persistent_compile_cache()
+        # one compiled graph per size and batch that requests use (see warm_batches)
+        from torch._dynamo import config as dynamo_config
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
         mode = opts.compile_mode or default_compile_mode(device)
         for name, module in _modules_to_compile(pipe, opts.compile):
             module.compile(mode=mode, fullgraph=False, dynamic=False)
@@ -94,6 +99,19 @@ def apply(pipe: Any, device: torch.device, dtype: torch.dtype, opts: Optimizatio
     if opts.png_level is not None:
         notes.append(f"PNG_LEVEL: {opts.png_level}")
     return notes
+
+
+def warm_batches(limit: int) -> list[int]:
+    """Batch sizes a compiled model is warmed at: 1, 2, 4, ... up to ``limit``. A batch of
+    another size is padded up to the next of these (compiled graphs have fixed shapes)."""
+    sizes = [1]
+    while sizes[-1] * 2 < limit:
+        sizes.append(sizes[-1] * 2)
+    return sorted({*sizes, limit})
+
+
+def padded_batch(n: int, limit: int) -> int:
+    return next(b for b in warm_batches(limit) if b >= n)
 
 
 def _ignored(opts: Optimizations) -> list[tuple[str, str]]:

@@ -73,7 +73,7 @@ def test_load_reports_what_each_flag_did(engine: Engine) -> None:
         {"CHANNELS_LAST": True, "FUSE_QKV": True, "VAE_FP16": True, "SFAST": True, "BATCH": "3"},
     )
     notes = "\n".join(model.optimization_notes)
-    assert "CHANNELS_LAST: unet" in notes and "CHANNELS_LAST: vae" in notes
+    assert "CHANNELS_LAST: unet (" in notes and "CHANNELS_LAST: vae (" in notes
     assert "FUSE_QKV: unet" in notes
     assert "VAE_FP16: skipped (the model runs in fp32 here)" in notes
     assert "SFAST: ignored" in notes
@@ -235,3 +235,21 @@ def test_compile_cache_is_persistent_and_overridable(
     assert optimize.compile_cache_dir() == tmp_path / "orchard" / "torch-compile"
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert optimize.compile_cache_dir() == tmp_path / "mine"
+
+
+def test_compiled_batches_are_padded_to_warmed_sizes() -> None:
+    assert optimize.warm_batches(1) == [1]
+    assert optimize.warm_batches(8) == [1, 2, 4, 8]
+    assert optimize.warm_batches(6) == [1, 2, 4, 6]
+    assert [optimize.padded_batch(n, 8) for n in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
+
+
+def test_video_model_gets_channels_last_on_its_2d_convolutions(engine: Engine) -> None:
+    model = engine.load(Capability.IMAGE_TO_VIDEO, TINY_SVD, {"CHANNELS_LAST": True})
+    notes = " ".join(model.optimization_notes)
+    assert "CHANNELS_LAST: unet (" in notes and "CHANNELS_LAST: vae (" in notes
+    conv3d = [m for m in model.pipe.vae.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert conv3d  # the temporal VAE holds 3-D convolutions, left as they are
+    image = Image.new("RGB", (64, 64), (90, 120, 200))
+    p = ImageToVideoParams(model_id=TINY_SVD, width=64, height=64, num_inference_steps=1)
+    assert len(engine.image_to_video(model, p, image, 5, num_frames=2).frames) == 2
