@@ -2,8 +2,9 @@
 
 ``python -m app.gui.screenshots [--out docs/screenshots] [--models-dir DIR]`` runs the app
 offscreen on a fresh data directory with the demo configuration (tiny models, CPU), starts
-the node, runs an image and a video job, and grabs every page while a longer job is in
-flight. The tiny models are built (in a subprocess) when ``--models-dir`` lacks them.
+the node, runs an image and a video job, grabs every page while a longer job is in flight,
+and last runs a benchmark of the tiny model (``orchard bench``, a subprocess) for the
+Benchmark page. The tiny models are built (in a subprocess) when ``--models-dir`` lacks them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def _png(width: int = 320, height: int = 180) -> bytes:
 
 
 async def shoot(out: Path, models_dir: Path, work: Path) -> list[Path]:
+    from app.gui.pages.bench import BenchPage
     from app.gui.pages.generate import GeneratePage
     from app.gui.pages.jobs import JobsPage
     from app.gui.session import NodeSession
@@ -115,7 +117,7 @@ async def shoot(out: Path, models_dir: Path, work: Path) -> list[Path]:
     assert isinstance(jobs, JobsPage)
     await grab("jobs", "jobs")
     for key in PAGE_KEYS:
-        if key not in ("generate", "jobs"):
+        if key not in ("generate", "jobs", "bench"):
             await grab(key, key)
     # The preview of the finished video, and the form refusing bad input.
     while gen.form.submit.text() != "Generate":
@@ -136,6 +138,34 @@ async def shoot(out: Path, models_dir: Path, work: Path) -> list[Path]:
             break
     await asyncio.sleep(0.5)
     await grab("generate-video", "generate")
+    # A benchmark of the tiny model on the CPU, optimised and plain, its result shown (the
+    # node runs on the CPU too: the page warns about that).
+    bench = window.pages["bench"]
+    assert isinstance(bench, BenchPage)
+    window.show_page("bench")
+    for _ in range(300):
+        if bench.options is not None:
+            break
+        await asyncio.sleep(0.1)
+    view = bench.view
+    view.device.setCurrentIndex(view.device.findData("cpu"))
+    view.select("text-to-image", "orchard-tiny/sdxl")
+    view.width_spin.setValue(256)
+    view.height_spin.setValue(256)
+    view.steps.setValue(4)
+    view.runs.setValue(8)
+    view.concurrency.setText("1,2")
+    view.paths["runner"].setChecked(True)
+    view.flags.setText("CHANNELS_LAST,FUSE_QKV")
+    view.flags.setCursorPosition(0)
+    view.compare.setChecked(True)
+    view.run_button.click()
+    for _ in range(3000):
+        await asyncio.sleep(0.2)
+        if not bench.running:
+            break
+    await asyncio.sleep(0.5)
+    await grab("bench", "bench")
     window.request_quit()
     await window.shutdown()
     await drain()

@@ -26,6 +26,7 @@ from app.gui.bridge import CoreBridge
 from app.gui.downloads import Downloader
 from app.gui.generation import GatewayGenerator, Generator
 from app.gui.pages.base import Page
+from app.gui.pages.bench import BenchPage
 from app.gui.pages.generate import GeneratePage
 from app.gui.pages.gpus import GpusPage
 from app.gui.pages.jobs import JobsPage
@@ -43,7 +44,17 @@ from core import events as ev
 log = logging.getLogger(__name__)
 
 #: Page keys in sidebar order.
-PAGE_KEYS = ("gpus", "models", "node", "jobs", "generate", "pricing", "setup", "logs")
+PAGE_KEYS = (
+    "gpus",
+    "models",
+    "node",
+    "jobs",
+    "generate",
+    "pricing",
+    "bench",
+    "setup",
+    "logs",
+)
 STATE_COLORS = {
     "running": "#43a047",
     "starting": "#fb8c00",
@@ -117,6 +128,7 @@ class MainWindow(QMainWindow):
             "node": NodePage(session, self.bridge),
             "jobs": JobsPage(session, self.bridge),
             "generate": GeneratePage(session, self.bridge, self.generator),
+            "bench": BenchPage(session, self.bridge),
             "pricing": PricingPage(session, self.bridge),
             "setup": SetupPage(session),
             "logs": LogsPage(session),
@@ -309,6 +321,9 @@ class MainWindow(QMainWindow):
         logs = self.pages["logs"]
         assert isinstance(logs, LogsPage)
         logs.shutdown()
+        bench = self.pages["bench"]
+        assert isinstance(bench, BenchPage)
+        await bench.shutdown()
         self.bridge.close()
         await self.generator.aclose()
         await self.downloader.close()

@@ -72,7 +72,7 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _die_with_parent_fn() -> Callable[[], None] | None:
+def die_with_parent_fn() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child receive SIGTERM when this thread exits."""
     prctl = _PRCTL
     if prctl is None:
@@ -198,7 +198,7 @@ class LocalRunner(RunnerHandle):
                     stderr=subprocess.STDOUT,
                     env=self.child_env(),
                     start_new_session=True,
-                    preexec_fn=_die_with_parent_fn(),
+                    preexec_fn=die_with_parent_fn(),
                 )
             else:
                 proc = subprocess.Popen(
