@@ -28,6 +28,10 @@ package: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/runner_overhead.py
 	$(BIN)/python bench/preview_cost.py
+	$(BIN)/python bench/node_overhead.py
+	$(BIN)/python -m app bench --pipeline text-to-image --model orchard-tiny/sdxl \
+	  --models-dir .tiny-models --runs 20 --steps 4 --width 256 --height 256 \
+	  --through direct,runner,node --flags CHANNELS_LAST,COMPILE=unet --compare --no-record
 
 clean:
 	rm -rf $(VENV) .tiny-models .pytest_cache .mypy_cache .ruff_cache

@@ -532,7 +532,7 @@ def table(rep: dict[str, Any]) -> str:
         for r in results:
             if r.get("variant") == "optimized" and r.get("optimizations"):
                 lines.append("  " + "; ".join(r["optimizations"]))
-                if r.get("warmup_s"):
+                if (r.get("warmup_s") or 0) >= 0.01:
                     lines.append(f"  warm-up (compiling) took {r['warmup_s']:.2f} s of the load")
                 break
     for path, ratio in rep.get("speedup", {}).items():
