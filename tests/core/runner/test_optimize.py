@@ -253,3 +253,28 @@ def test_video_model_gets_channels_last_on_its_2d_convolutions(engine: Engine) -
     image = Image.new("RGB", (64, 64), (90, 120, 200))
     p = ImageToVideoParams(model_id=TINY_SVD, width=64, height=64, num_inference_steps=1)
     assert len(engine.image_to_video(model, p, image, 5, num_frames=2).frames) == 2
+
+
+def test_fp16_decode_falls_back_to_fp32_when_it_overflows(tiny_models: Path) -> None:
+    """VAE_FP16's guard on the tiny model's real VAE in fp16 (CPU kernels; the runner only
+    turns it on for fp16 models, i.e. on CUDA)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(tiny_models / TINY_SDXL / "vae", dtype=torch.float16)
+    vae.register_to_config(force_upcast=True)
+    optimize.guard_fp16_decode(vae)
+    assert vae.config.force_upcast is False  # diffusers will not upcast every decode
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)).half()
+    normal = vae.decode(z).sample
+    assert normal.dtype == torch.float16 and torch.isfinite(normal).all()
+    # Activations past fp16's range inside the decoder, as the original SDXL VAE has on some
+    # images: a first layer scaled up, on finite fp16 latents.
+    with torch.no_grad():
+        vae.decoder.conv_in.weight.mul_(1000)
+    huge = z * 1000
+    assert torch.isfinite(huge).all()
+    plain = AutoencoderKL.decode(vae, huge).sample  # the unguarded method
+    assert not torch.isfinite(plain).all()
+    guarded = vae.decode(huge).sample
+    assert guarded.dtype == torch.float16 and torch.isfinite(guarded).all()
+    assert next(vae.parameters()).dtype == torch.float16  # back in fp16 afterwards
