@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -39,6 +38,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from core import optimizations as optim
+from core.atomicfile import fsync_dir, write_temp
 from core.errors import BadRequest
 from core.pipelines import Capability
 
@@ -918,12 +918,12 @@ def save(cfg: ModelsConfig, path: str | os.PathLike[str]) -> None:
     target = Path(os.path.realpath(path))
     data = dumps(cfg).encode("utf-8")
     try:
-        tmp = _write_temp(target, data)
+        tmp = write_temp(target, data)
         try:
             if target.exists():
                 os.chmod(tmp, target.stat().st_mode & 0o7777)
                 backup = target.with_name(target.name + ".bak")
-                bak_tmp = _write_temp(backup, target.read_bytes())
+                bak_tmp = write_temp(backup, target.read_bytes())
                 try:
                     os.chmod(bak_tmp, target.stat().st_mode & 0o7777)
                     os.replace(bak_tmp, backup)
@@ -939,31 +939,4 @@ def save(cfg: ModelsConfig, path: str | os.PathLike[str]) -> None:
             f"could not save the file: {exc.strerror or exc}; the previous file is unchanged",
             source=os.fspath(path),
         ) from exc
-    _fsync_dir(target.parent)
-
-
-def _write_temp(beside: Path, data: bytes) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{beside.name}.", suffix=".tmp", dir=beside.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX; Windows has no directory handles for this)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:  # the new file is in place; only its durability is in doubt
-        log.warning("could not fsync %s after saving: %s", directory, exc)
+    fsync_dir(target.parent)

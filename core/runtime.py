@@ -39,11 +39,9 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -54,6 +52,7 @@ from typing import Any
 
 import core
 from core.errors import OrchardError
+from core.procstream import StreamedProcess
 
 log = logging.getLogger(__name__)
 
@@ -644,71 +643,19 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-class _Process:
-    """A child process whose output lines arrive on the event loop (read by a thread, so it
-    works on any loop, qasync's included). Leaving :meth:`lines` early (``task.cancel()``)
-    kills the child and everything it started."""
+class _Process(StreamedProcess):
+    """pip (or another setup command) with its output as text lines, stderr merged in."""
 
     def __init__(self, cmd: Sequence[str], env: Mapping[str, str]) -> None:
-        self.cmd = list(cmd)
-        self.env = dict(env)
-        self.returncode: int | None = None
-        self.pid: int | None = None
-        self.tail: deque[str] = deque(maxlen=40)
+        super().__init__(cmd, env, merge_stderr=True, name="runtime-pip")
 
-    async def lines(self) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        posix = os.name == "posix"
-        proc = subprocess.Popen(
-            self.cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=posix,
-            creationflags=0 if posix else getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
-        )
-        self.pid = proc.pid
-        out = proc.stdout
-        assert out is not None
+    @property
+    def tail(self) -> deque[str]:  # type: ignore[override]
+        return self.stdout_tail
 
-        def put(item: str | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def pump() -> None:
-            try:
-                for raw in iter(out.readline, b""):
-                    for part in raw.decode(errors="replace").replace("\r", "\n").splitlines():
-                        put(part)
-            finally:
-                put(None)
-
-        thread = threading.Thread(target=pump, name="runtime-pip", daemon=True)
-        thread.start()
-        try:
-            while (line := await queue.get()) is not None:
-                if line.strip():
-                    self.tail.append(line)
-                yield line
-            self.returncode = await asyncio.to_thread(proc.wait)
-        finally:
-            if proc.poll() is None:
-                self._kill(proc)
-                await asyncio.to_thread(proc.wait)
-            await asyncio.to_thread(thread.join, 5.0)
-            out.close()
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen[bytes]) -> None:
-        try:
-            if os.name == "posix":
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-        except (ProcessLookupError, PermissionError):
-            pass
+    async def lines(self) -> AsyncIterator[str]:  # type: ignore[override]
+        async for text, _transient, _stream in super().lines():
+            yield text
 
 
 @dataclass

@@ -16,12 +16,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from core.atomicfile import fsync_dir, write_temp
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ class CalibrationStore:
             {"version": FILE_VERSION, "measurements": [m.to_json() for m in kept]}, indent=2
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _write_temp(self.path, (text + "\n").encode("utf-8"))
+        tmp = write_temp(self.path, (text + "\n").encode("utf-8"))
         try:
             if damaged and self.path.exists():
                 os.replace(self.path, self.corrupt_path)
@@ -358,7 +359,7 @@ class CalibrationStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self._measurements = kept
 
     def lookup(
@@ -423,30 +424,3 @@ class CalibrationStore:
                 bad,
             )
         return out, bad > 0
-
-
-def _write_temp(beside: Path, data: bytes) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{beside.name}.", suffix=".tmp", dir=beside.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (POSIX; Windows has no directory handles for this)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        log.warning("could not fsync %s after saving: %s", directory, exc)

@@ -161,6 +161,10 @@ class GuardMiddleware:
                 await too_big(scope, receive, send)
 
 
+StepFn = Callable[[int, int, Any], None]
+StartFn = Callable[[], None]
+
+
 class _TooLarge(Exception):
     pass
 
@@ -210,34 +214,8 @@ class Runner:
             return self.settings.warm[0]
         return "", ""
 
-    async def run(
-        self, rid: str, follow: bool, model: LoadedModel, job: Callable[..., Any], *args: Any
-    ) -> Any:
-        """Queue ``job`` on the worker thread, publishing progress for ``rid``."""
-        hub = self.hub
-        hub.publish(
-            rid,
-            "queued",
-            pipeline=model.capability.value,
-            model_id=model.model_id,
-            queue_depth=self.engine.queue_depth,
-        )
-        previews = PreviewMaker(model.family) if follow else None
-
-        def on_step(step: int, total: int, latents: Any) -> None:
-            urls = previews.maybe(step - 1, total, latents) if previews is not None else None
-            hub.publish_threadsafe(rid, "step", step=step, steps=total, previews=urls or [])
-
-        def work() -> Any:
-            hub.publish_threadsafe(rid, "started")
-            return job(model, *args, on_step)
-
-        return await asyncio.wrap_future(self.engine.submit(work))
-
-    async def run_images(
-        self, rid: str, follow: bool, model: LoadedModel, params: Any, seed: int, **extra: Any
-    ) -> Any:
-        """An image job through the engine's batching queue (see the BATCH flag)."""
+    def _follow(self, rid: str, follow: bool, model: LoadedModel) -> tuple[StepFn, StartFn]:
+        """Publish ``queued`` for ``rid``; the step and start callbacks the worker calls."""
         hub = self.hub
         hub.publish(
             rid,
@@ -255,6 +233,25 @@ class Runner:
         def on_start() -> None:
             hub.publish_threadsafe(rid, "started")
 
+        return on_step, on_start
+
+    async def run(
+        self, rid: str, follow: bool, model: LoadedModel, job: Callable[..., Any], *args: Any
+    ) -> Any:
+        """Queue ``job`` on the worker thread, publishing progress for ``rid``."""
+        on_step, on_start = self._follow(rid, follow, model)
+
+        def work() -> Any:
+            on_start()
+            return job(model, *args, on_step)
+
+        return await asyncio.wrap_future(self.engine.submit(work))
+
+    async def run_images(
+        self, rid: str, follow: bool, model: LoadedModel, params: Any, seed: int, **extra: Any
+    ) -> Any:
+        """An image job through the engine's batching queue (see the BATCH flag)."""
+        on_step, on_start = self._follow(rid, follow, model)
         fut = self.engine.submit_images(model, params, seed, on_step, on_start, **extra)
         return await asyncio.wrap_future(fut)
 

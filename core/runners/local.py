@@ -35,6 +35,7 @@ from functools import partial
 from pathlib import Path
 
 import core
+from core.procstream import signal_group
 from core.runners.base import CannotStart, RestartPolicy, RunnerHandle
 from core.runners.logsink import LogSink
 
@@ -248,18 +249,8 @@ class LocalRunner(RunnerHandle):
         return f"the runner process {self._pid} ended with {describe_exit(code)}"
 
     def _signal(self, sig: signal.Signals) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        try:
-            if os.name == "posix":
-                os.killpg(proc.pid, sig)  # its own group: the runner and all it started
-            elif sig == signal.SIGTERM:
-                proc.terminate()
-            else:
-                proc.kill()
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self._proc is not None:
+            signal_group(self._proc, sig)  # its own group: the runner and all it started
 
     async def _terminate(self) -> None:
         proc = self._proc
