@@ -4,6 +4,9 @@ and the ``--chart`` PNG, with the error of a run that failed above it. Part of
 
 A report may come from an older Orchard: every key beyond the basic ones (``variant``,
 ``flags``, ``speedup``, ``equivalence``, ``frames``, ``nvml_delta``...) is optional.
+
+When the optimised variant's output matched the plain one and it was faster, the panel offers
+to use its flags for the model (:func:`flags_offer`); writing them is the page's business.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import QRect, QSize, Qt
+from PySide6.QtCore import QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
     QFont,
     QImage,
@@ -27,9 +30,11 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QPlainTextEdit,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QTableWidget,
@@ -38,6 +43,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.optimizations import FLAGS
 from widgets._format import fmt_bytes, fmt_duration
 from widgets._threads import run_in_thread
 
@@ -165,6 +171,37 @@ def _variant_tip(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def flags_offer(report: Mapping[str, Any] | None) -> tuple[str, str, dict[str, Any]] | None:
+    """``(pipeline, model, flags)`` worth keeping: the optimised variant's output matched the
+    plain one and it was faster on every path measured. The flags are the ones asked for
+    (the config's), without the WARMUP the benchmark adds to a compiled variant by itself."""
+    if report is None:
+        return None
+    eq = report.get("equivalence")
+    ratios = [num(v) for v in (report.get("speedup") or {}).values()]
+    if not (isinstance(eq, Mapping) and eq.get("ok") is True and ratios):
+        return None
+    if not all(r is not None and r > 1 for r in ratios):
+        return None
+    cfg = report.get("config")
+    cfg = cfg if isinstance(cfg, Mapping) else {}
+    flags, pipeline, model = cfg.get("flags"), cfg.get("pipeline"), cfg.get("model")
+    if not (isinstance(flags, Mapping) and flags and isinstance(pipeline, str)):
+        return None
+    if not (isinstance(model, str) and model):
+        return None
+    return pipeline, model, {str(k): v for k, v in flags.items()}
+
+
+def _same_flags(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether ``a`` and ``b`` ask the runner for the same (flags it does not apply aside)."""
+
+    def norm(flags: Mapping[str, Any]) -> dict[str, str]:
+        return {str(k).upper(): str(v).lower() for k, v in flags.items() if k.upper() in FLAGS}
+
+    return norm(a) == norm(b)
+
+
 def columns(cfg: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> list[str]:
     """The table's columns: Variant only when a result has one."""
     cols = ["Path"]
@@ -209,11 +246,17 @@ class _Chart(QWidget):
 
 
 class ReportPanel(QWidget):
-    """The error of the last run (if it failed) and the last report (if any)."""
+    """The error of the last run (if it failed) and the last report (if any). Signal:
+    ``use_flags_requested(pipeline, model, flags)``, the report's flags for the model."""
+
+    use_flags_requested = Signal(str, str, object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.report: dict[str, Any] | None = None
+        self.offer: tuple[str, str, dict[str, Any]] | None = None
+        #: the flags of each model the node's aiModels.json has, by (pipeline, model)
+        self.configured: dict[tuple[str, str], dict[str, Any]] = {}
         self._chart_path: str | None = None
 
         self.error_box = QFrame()
@@ -256,6 +299,16 @@ class ReportPanel(QWidget):
         self.equivalence = QLabel()
         self.equivalence.setObjectName("planVerdict")
         self.equivalence.setWordWrap(True)
+        self.use_flags = QPushButton()
+        self.use_flags.clicked.connect(self._on_use_flags_clicked)
+        self.use_note = QLabel()
+        self.use_note.setObjectName("muted")
+        self.use_note.setWordWrap(True)
+        self.use_row = QWidget()
+        ur = QHBoxLayout(self.use_row)
+        ur.setContentsMargins(0, 0, 0, 0)
+        ur.addWidget(self.use_flags)
+        ur.addWidget(self.use_note, 1)
         self.chart = _Chart()
         self.parts: tuple[QWidget, ...] = (
             self.previous,
@@ -265,6 +318,7 @@ class ReportPanel(QWidget):
             self.overhead,
             self.speedup,
             self.equivalence,
+            self.use_row,
             self.chart,
         )
         content = QWidget()
@@ -317,6 +371,7 @@ class ReportPanel(QWidget):
             part.hide()
         self.empty.setVisible(report is None and self.error_box.isHidden())
         self.set_chart(chart)
+        self.offer = flags_offer(report)
         if report is None:
             self.table.setRowCount(0)
             return
@@ -327,6 +382,7 @@ class ReportPanel(QWidget):
         self._show_summary(report, cfg)
         self._show_table(cfg, results)
         self._show_lines(report)
+        self._show_offer()
 
     def _show_summary(self, report: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
         what = [str(cfg.get("pipeline", "?")), str(cfg.get("model", "?"))]
@@ -450,6 +506,50 @@ class ReportPanel(QWidget):
             self.equivalence.style().unpolish(self.equivalence)
             self.equivalence.style().polish(self.equivalence)
         self.equivalence.setVisible(isinstance(eq, Mapping))
+
+    # ----------------------------------------------------------------- the flags
+    def set_configured(self, flags: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
+        """The models the node's aiModels.json has, as ``(pipeline, model)``, with their
+        flags: "Use these flags" is offered for those only."""
+        self.configured = {k: dict(v) for k, v in flags.items()}
+        self._show_offer()
+
+    def show_flags_saved(self, text: str, error: bool = False) -> None:
+        """The outcome of writing the flags: a confirmation, or why not."""
+        self.use_note.setText(text)
+        self.use_note.setObjectName("formError" if error else "muted")
+        self.use_note.style().unpolish(self.use_note)
+        self.use_note.style().polish(self.use_note)
+
+    def _show_offer(self) -> None:
+        offer = self.offer if self.report is not None else None
+        self.use_row.setVisible(offer is not None)
+        if offer is None:
+            return
+        pipeline, model, flags = offer
+        self.use_flags.setText(f"Use these flags for {model}")
+        current = self.configured.get((pipeline, model))
+        if current is None:
+            why = (
+                f"{model} is not in the node's aiModels.json for {pipeline}: add it on the "
+                "Models page first."
+            )
+        elif _same_flags(current, flags):
+            why = f"{model} ({pipeline}) already has these flags in aiModels.json."
+        else:
+            why = ""
+        self.use_flags.setEnabled(not why)
+        self.use_flags.setToolTip(
+            why
+            or f"Write {fmt_flags(flags)} into the optimization_flags of {model} ({pipeline}) "
+            "in aiModels.json; they apply when the node starts."
+        )
+        self.show_flags_saved(why)
+
+    def _on_use_flags_clicked(self) -> None:
+        if self.offer is not None:
+            pipeline, model, flags = self.offer
+            self.use_flags_requested.emit(pipeline, model, dict(flags))
 
     # ----------------------------------------------------------------- the chart
     def set_chart(self, path: str | None) -> None:

@@ -102,11 +102,14 @@ def _row(*widgets: QWidget, stretch: bool = False) -> QWidget:
 
 class BenchView(QWidget):
     """Signals: ``run_requested(BenchRequest)`` (the fields passed their checks),
-    ``stop_requested``, and ``device_changed(str)`` with a device id (``cpu``, ``cuda:N``)."""
+    ``stop_requested``, ``device_changed(str)`` with a device id (``cpu``, ``cuda:N``), and
+    ``use_flags_requested(pipeline, model, flags)``: write a report's flags into the model's
+    entries of aiModels.json (offered when its output matched the plain one, faster)."""
 
     run_requested = Signal(object)
     stop_requested = Signal()
     device_changed = Signal(str)
+    use_flags_requested = Signal(str, str, object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -217,6 +220,7 @@ class BenchView(QWidget):
         settings.setMaximumWidth(FORM_WIDTH)
 
         self.result = ReportPanel()
+        self.result.use_flags_requested.connect(self.use_flags_requested)
         result = QGroupBox("Result")
         QVBoxLayout(result).addWidget(self.result)
         self.output = QPlainTextEdit()
@@ -429,6 +433,15 @@ class BenchView(QWidget):
     def show_error(self, message: str, tail: Sequence[str] = ()) -> None:
         """Why the run failed, with the last lines it wrote (its stderr)."""
         self.result.show_error(message, tail)
+
+    def set_configured(self, flags: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
+        """The node's models as ``(pipeline, model)`` with their flags: "Use these flags for
+        <model>" is enabled for those only (and not when they already have the flags)."""
+        self.result.set_configured(flags)
+
+    def show_flags_saved(self, text: str, error: bool = False) -> None:
+        """The outcome of ``use_flags_requested``: a confirmation line, or why not."""
+        self.result.show_flags_saved(text, error)
 
     # ----------------------------------------------------------------- choices
     def _on_pipeline_changed(self, pipeline: str) -> None:

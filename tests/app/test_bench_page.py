@@ -1,6 +1,7 @@
 """The Benchmark page in the real window: ``orchard bench`` really runs, as a subprocess, on
 the CPU against the tiny model; its report is shown and kept; a failing run says why; Stop
-ends it; the page warns when the node uses the chosen device."""
+ends it; the page warns when the node uses the chosen device; a report's flags are written
+into the node's aiModels.json."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import re
 import sys
 from pathlib import Path
 
-from app.gui.pages.bench import BenchPage, bench_command, split_lines
+from app.gui.pages.bench import BenchPage, bench_command
 from app.gui.window import MainWindow
+from core import config
+from core.procstream import split_lines
 from core.runners.local import free_port
 from tests.app.conftest import TINY_CONFIG, Env, pid_alive, wait_until
 from widgets.bench_view import BenchRequest, BenchView
@@ -154,6 +157,67 @@ def test_a_warning_when_the_node_uses_the_device(env: Env) -> None:
         await env.close(window)
 
     env.run(body(), timeout=180)
+
+
+def comparison_report(model: str, flags: dict[str, object]) -> dict[str, object]:
+    """What ``orchard bench --flags ... --compare`` writes, in the parts the page reads."""
+    run = {"cold_load_s": 0.1, "first_request_s": 0.05, "p95_s": 0.06, "throughput": {"1": 20}}
+    return {
+        "date": "2026-11-28T09:00:00+00:00",
+        "device": "cpu",
+        "config": {"pipeline": "text-to-image", "model": model, "flags": flags, "compare": True},
+        "results": [
+            {"path": "direct", "variant": "plain", "median_s": 0.050, **run},
+            {"path": "direct", "variant": "optimized", "median_s": 0.043, **run},
+        ],
+        "speedup": {"direct": 1.16},
+        "equivalence": {"max_abs_diff": 1.0, "mean_abs_diff": 0.0002, "psnr_db": 85.3, "ok": True},
+    }
+
+
+def test_a_reports_flags_are_written_into_the_nodes_file(env: Env) -> None:
+    entries = [dict(e) for e in TINY_CONFIG]
+    entries[0]["optimization_flags"] = {"PNG_LEVEL": "0", "MYSTERY": "kept"}
+    env.write_config(entries)
+    bench = env.data_dir / "bench"
+    bench.mkdir(parents=True)
+    flags = {"CHANNELS_LAST": True, "COMPILE": "unet"}
+    (bench / "last.json").write_text(json.dumps(comparison_report("orchard-tiny/sdxl", flags)))
+
+    async def body() -> None:
+        window = await env.window()
+        page = page_of(window)
+        view = page.view
+        await wait_until(lambda: view.report is not None, 10, "the last result")
+        use = view.result.use_flags
+        assert use.text() == "Use these flags for orchard-tiny/sdxl" and use.isEnabled()
+        use.click()
+        await wait_until(lambda: view.result.use_note.text().startswith("✔"), 10, "saving")
+        assert view.result.use_note.text() == (
+            "✔ Saved in aiModels.json: orchard-tiny/sdxl (text-to-image) now runs with "
+            "CHANNELS_LAST, COMPILE=unet. They apply when the node starts."
+        )
+        saved = json.loads(env.config_path.read_text())
+        assert saved[0]["optimization_flags"] == {
+            "CHANNELS_LAST": True,
+            "COMPILE": "unet",
+            "MYSTERY": "kept",  # a flag Orchard does not know stays; PNG_LEVEL is replaced
+        }
+        assert saved[0]["price_per_unit"] == 4768371 and saved[0]["warm"] is True
+        assert "optimization_flags" not in saved[1]  # another model: untouched
+        assert (env.config_path.parent / "aiModels.json.bak").exists()  # the session's save
+        assert not use.isEnabled()  # now the model's flags
+        # a model the node does not have: the button says why it is off
+        only_svd = config.ModelsConfig(window.session.config.entries[1:])
+        await window.session.set_config(only_svd)
+        assert not use.isEnabled()
+        assert use.toolTip() == (
+            "orchard-tiny/sdxl is not in the node's aiModels.json for text-to-image: add it on "
+            "the Models page first."
+        )
+        await env.close(window)
+
+    env.run(body())
 
 
 def test_the_command_line() -> None:

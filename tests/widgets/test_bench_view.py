@@ -10,6 +10,7 @@ from typing import Any
 from PIL import Image
 from pytestqt.qtbot import QtBot
 
+from widgets._bench_report import flags_offer
 from widgets.bench_view import BenchRequest, BenchView
 
 GiB = 2**30
@@ -316,3 +317,60 @@ def test_identical_output_and_what_was_applied(qtbot: QtBot) -> None:
     tip = v.result.table.item(1, 1).toolTip()
     assert tip == "flags: CHANNELS_LAST, VAE_FP16\napplied: CHANNELS_LAST: unet; VAE_FP16: vae"
     assert "12.5 s warming up" in v.result.table.item(1, 2).toolTip()
+
+
+CONFIGURED = ("text-to-image", "stabilityai/sdxl-turbo")
+
+
+def test_flags_worth_keeping_are_offered_for_a_configured_model(qtbot: QtBot) -> None:
+    v = view(qtbot)
+    v.set_report(REPORT)  # outputs match, faster on both paths
+    use = v.result.use_flags
+    assert v.result.use_row.isVisibleTo(v)
+    assert use.text() == "Use these flags for stabilityai/sdxl-turbo"
+    assert not use.isEnabled()  # not in the node's aiModels.json
+    why = "stabilityai/sdxl-turbo is not in the node's aiModels.json for text-to-image"
+    assert use.toolTip().startswith(why)
+    assert v.result.use_note.text().startswith(why)
+    v.set_configured({CONFIGURED: {"MYSTERY": "1"}})
+    assert use.isEnabled() and v.result.use_note.text() == ""
+    assert use.toolTip().startswith("Write CHANNELS_LAST, VAE_FP16 into the optimization_flags")
+    with qtbot.waitSignal(v.use_flags_requested) as got:
+        use.click()
+    assert got.args == [*CONFIGURED, {"CHANNELS_LAST": True, "VAE_FP16": True}]
+    v.show_flags_saved("✔ Saved in aiModels.json")
+    assert v.result.use_note.text() == "✔ Saved in aiModels.json"
+    v.set_configured({CONFIGURED: {"CHANNELS_LAST": "true", "vae_fp16": True, "SFAST": True}})
+    assert not use.isEnabled()
+    assert v.result.use_note.text() == (
+        "stabilityai/sdxl-turbo (text-to-image) already has these flags in aiModels.json."
+    )
+    v.set_report(None)
+    assert not v.result.use_row.isVisibleTo(v)
+
+
+def test_no_offer_without_matching_output_and_a_speed_up(qtbot: QtBot) -> None:
+    v = view(qtbot)
+    v.set_configured({CONFIGURED: {}})
+    for change in (
+        {"equivalence": {"psnr_db": 17.9, "ok": False}},
+        {"speedup": {"direct": 1.3, "runner": 0.97}},  # slower through the runner
+        {"speedup": {}},
+    ):
+        v.set_report(REPORT | change)
+        assert not v.result.use_row.isVisibleTo(v), change
+    v.set_report(old_report())
+    assert not v.result.use_row.isVisibleTo(v)
+    plain = copy.deepcopy(REPORT)
+    plain["config"]["flags"] = {}
+    v.set_report(plain)
+    assert not v.result.use_row.isVisibleTo(v)
+
+
+def test_the_offer_leaves_out_the_warmup_the_benchmark_adds() -> None:
+    rep = copy.deepcopy(REPORT)
+    rep["config"]["flags"] = {"COMPILE": "unet"}  # as asked: --flags COMPILE=unet
+    rep["results"][1]["flags"] = {"COMPILE": "unet", "WARMUP": "512x512"}  # as run
+    assert flags_offer(rep) == (*CONFIGURED, {"COMPILE": "unet"})
+    rep["config"]["flags"] = {"COMPILE": "unet", "WARMUP": "1024x1024"}  # asked for
+    assert flags_offer(rep) == (*CONFIGURED, {"COMPILE": "unet", "WARMUP": "1024x1024"})

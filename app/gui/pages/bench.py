@@ -5,26 +5,25 @@ The benchmark imports torch, so it never runs in the app's process: it is
 app), in its own process group so that Stop ends it and whatever it started. Threads read its
 pipes and hand the lines to the loop; nothing here blocks the Qt thread. The last report is
 kept in ``<data dir>/bench/last.json`` (its chart in ``last.png``) and shown when the app
-opens again.
+opens again. When a run's optimised output matched the plain one, faster, the page can write
+its flags into the model's entries of aiModels.json (through the session, as the Models page
+saves).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import re
 import shlex
-import signal
 import subprocess
-import threading
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from PySide6.QtGui import QShowEvent
 
@@ -35,10 +34,12 @@ from app.gui.session import NodeSession
 from app.gui.tasks import spawn
 from core import events as ev
 from core import runtime
-from core.config import Backend, ModelsConfig
+from core.config import Backend, ConfigError, ModelsConfig
 from core.gpus import CPU_INDEX
+from core.procstream import StreamedProcess
 from core.runners.local import SOURCE_ROOT, describe_exit, die_with_parent_fn
 from widgets.bench_view import PIPELINES, BenchRequest, BenchView
+from widgets.flags_dialog import summary, with_flags
 from widgets.model_catalogue import CatalogueRow
 
 log = logging.getLogger(__name__)
@@ -107,135 +108,12 @@ def bench_options(python: str, env: Mapping[str, str]) -> frozenset[str]:
     return OPTIONAL & set(re.findall(r"--([a-z][a-z0-9-]*)", out.stdout))
 
 
-def split_lines(buf: str, emit: Callable[[str, bool], None]) -> str:
-    """Emit the complete lines of ``buf`` as ``(text, transient)``: ended by ``\\n`` or
-    ``\\r\\n``, or transient, ended by a lone ``\\r`` (a progress bar redrawn in place).
-    Returns the incomplete rest."""
-    start = i = 0
-    n = len(buf)
-    while i < n:
-        ch = buf[i]
-        if ch == "\n":
-            emit(buf[start:i], False)
-            start = i + 1
-        elif ch == "\r":
-            if i + 1 == n:
-                break  # a \n may follow in the next chunk
-            crlf = buf[i + 1] == "\n"
-            emit(buf[start:i], not crlf)
-            i += crlf
-            start = i + 1
-        i += 1
-    return buf[start:]
-
-
-class BenchProcess:
-    """``orchard bench`` as a child in its own process group. :meth:`lines` yields
-    ``(text, transient, stream)`` on the loop as the child writes them (threads read the
-    pipes, so this works on qasync's loop); leaving it early kills the group."""
-
-    def __init__(self, cmd: Sequence[str], env: Mapping[str, str]) -> None:
-        self.cmd = list(cmd)
-        self.env = dict(env)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.returncode: int | None = None
-        self.stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self.stdout_tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self._kill_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    async def lines(self) -> AsyncIterator[tuple[str, bool, str]]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, bool, str] | None] = asyncio.Queue()
-        posix = os.name == "posix"
-        # Popen on the loop's thread (fork and exec take milliseconds): PDEATHSIG follows
-        # the thread that forked, and this one lives as long as the app.
-        self.proc = proc = subprocess.Popen(
-            self.cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.env,
-            start_new_session=posix,
-            preexec_fn=die_with_parent_fn() if posix else None,
-            creationflags=0 if posix else getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
-        )
-
-        def put(item: tuple[str, bool, str] | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def pump(pipe: IO[bytes], stream: str) -> None:
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            rest = ""
-            try:
-                while chunk := pipe.read1(65536):  # type: ignore[attr-defined]
-                    rest = split_lines(
-                        rest + decoder.decode(chunk), lambda t, cr: put((t, cr, stream))
-                    )
-                rest += decoder.decode(b"", final=True)
-                if rest.strip("\r"):
-                    put((rest.strip("\r"), False, stream))
-            finally:
-                put(None)
-
-        assert proc.stdout is not None and proc.stderr is not None
-        threads = [
-            threading.Thread(target=pump, args=(pipe, name), name=f"bench-{name}", daemon=True)
-            for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
-        ]
-        for t in threads:
-            t.start()
-        try:
-            open_pipes = len(threads)
-            while open_pipes:
-                item = await queue.get()
-                if item is None:
-                    open_pipes -= 1
-                    continue
-                text, transient, stream = item
-                if text.strip() and not transient:
-                    (self.stderr_tail if stream == "stderr" else self.stdout_tail).append(text)
-                yield item
-            self.returncode = await asyncio.to_thread(proc.wait)
-        finally:
-            if proc.poll() is None:
-                self.signal(signal.SIGKILL)
-                await asyncio.to_thread(proc.wait)
-            if self._kill_timer is not None:
-                self._kill_timer.cancel()
-            for t in threads:
-                await asyncio.to_thread(t.join, 5.0)
-            proc.stdout.close()
-            proc.stderr.close()
-
-    def signal(self, sig: signal.Signals) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            if os.name == "posix":
-                os.killpg(proc.pid, sig)  # its group: the benchmark and what it started
-            elif sig == signal.SIGTERM:
-                proc.terminate()
-            else:
-                proc.kill()
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def stop(self) -> None:
-        """SIGTERM now, SIGKILL if it is still there after :data:`STOP_GRACE_S`."""
-        self.signal(signal.SIGTERM)
-        if self._kill_timer is None:
-            loop = asyncio.get_running_loop()
-            self._kill_timer = loop.call_later(STOP_GRACE_S, self.signal, signal.SIGKILL)
-
-    def tail(self) -> list[str]:
-        """The last lines it wrote on stderr (on stdout when stderr has none)."""
-        return list(self.stderr_tail or self.stdout_tail)
+def bench_process(cmd: Sequence[str], env: Mapping[str, str]) -> StreamedProcess:
+    """``orchard bench`` in its own process group, ending with the app if the app dies."""
+    posix = os.name == "posix"
+    return StreamedProcess(
+        cmd, env, preexec_fn=die_with_parent_fn() if posix else None, name="bench"
+    )
 
 
 class BenchPage(Page):
@@ -253,7 +131,7 @@ class BenchPage(Page):
         self.body.addWidget(self.view, 1)
         self.dir = session.data_dir / "bench"
         self.task: asyncio.Task[None] | None = None
-        self.process: BenchProcess | None = None
+        self.process: StreamedProcess | None = None
         self.options: frozenset[str] | None = None
         self.last_command: list[str] = []
         self._stopping = False
@@ -262,6 +140,7 @@ class BenchPage(Page):
         self.view.run_requested.connect(self._on_run_requested)
         self.view.stop_requested.connect(self.stop)
         self.view.device_changed.connect(self._on_device_changed)
+        self.view.use_flags_requested.connect(self._on_use_flags_requested)
         session.config_changed.connect(self._on_config_changed)
         session.demo_status.connect(self._on_demo_status)
         bridge.node_changed.connect(self._on_node_changed)
@@ -331,8 +210,49 @@ class BenchPage(Page):
         self.view.set_models(self.models())
 
     # ----------------------------------------------------------------- slots
-    def _on_config_changed(self, _config: ModelsConfig) -> None:
+    def _on_config_changed(self, config: ModelsConfig) -> None:
         self.view.set_models(self.models())
+        flags: dict[tuple[str, str], dict[str, Any]] = {}
+        for e in config.entries:  # the default entry's flags, rather than a gateway's
+            if e.supported and (e.key not in flags or e.gateway_key is None):
+                flags[e.key] = e.optimization_flags or {}
+        self.view.set_configured(flags)
+
+    def _on_use_flags_requested(self, pipeline: str, model: str, flags: object) -> None:
+        if isinstance(flags, dict):
+            spawn(self.use_flags(pipeline, model, flags), "save the benchmark's flags")
+
+    async def use_flags(self, pipeline: str, model: str, flags: dict[str, Any]) -> bool:
+        """Write ``flags`` into every entry of ``model`` for ``pipeline`` (the flags Orchard
+        applies replaced, the others kept) and save the file; says how it went."""
+        config = self.session.config
+        if not any(e.key == (pipeline, model) for e in config.entries):
+            self.view.show_flags_saved(f"{model} is not configured for {pipeline}.", True)
+            return False
+        try:
+            entries = [
+                dataclasses.replace(e, optimization_flags=with_flags(e.optimization_flags, flags))
+                if e.key == (pipeline, model)
+                else e
+                for e in config.entries
+            ]
+            await self.session.set_config(ModelsConfig(tuple(entries), source=config.source))
+        except ConfigError as exc:
+            self.view.show_flags_saved(f"The flags cannot be used: {exc.msg}", True)
+            return False
+        except OSError as exc:
+            self.view.show_flags_saved(f"aiModels.json cannot be saved: {exc}", True)
+            return False
+        when = (
+            "Restart the node to use them."
+            if self.session.running
+            else "They apply when the node starts."
+        )
+        self.view.show_flags_saved(
+            f"✔ Saved in aiModels.json: {model} ({pipeline}) now runs with {summary(flags)}. "
+            + when
+        )
+        return True
 
     def _on_demo_status(self, _message: str, busy: bool) -> None:
         if not busy:
@@ -413,7 +333,7 @@ class BenchPage(Page):
         self.last_command = cmd
         view.append_output("$ orchard " + shlex.join(cmd[3:]))
         log.info("benchmark: %s", shlex.join(cmd))
-        proc = self.process = BenchProcess(cmd, bench_env())
+        proc = self.process = bench_process(cmd, bench_env())
         try:
             async for text, transient, _stream in proc.lines():
                 view.append_output(text, transient)
@@ -425,7 +345,7 @@ class BenchPage(Page):
         if proc.returncode != 0:
             view.show_error(
                 f"The benchmark failed ({describe_exit(proc.returncode or 0)}). Its last lines:",
-                proc.tail(),
+                proc.tail()[-TAIL_LINES:],
             )
             return "failed"
         try:
@@ -441,7 +361,7 @@ class BenchPage(Page):
         if self.process is not None:
             self._stopping = True
             self.view.set_status("Stopping…")
-            self.process.stop()
+            self.process.stop(STOP_GRACE_S)
         elif self.task is not None and not self.task.done():
             self.task.cancel()  # still preparing: nothing started yet
 

@@ -26,8 +26,9 @@ REFRESH_MS = 5000
 class ModelsPage(Page):
     title = "Models"
     subtitle = (
-        "What the node serves (its aiModels.json) and how each model fits in memory, and a "
-        "catalogue of well-known models to download. Changes apply when the node starts."
+        "What the node serves (its aiModels.json): warm or cold, GPU, speed flags, how each "
+        "model fits in memory; and a catalogue of well-known models to download. Changes "
+        "apply when the node starts."
     )
 
     def __init__(self, session: NodeSession, bridge: CoreBridge, downloader: Downloader) -> None:
