@@ -374,7 +374,8 @@ class Engine:
         turbo = self._guidance_for(model_id, 7.5) == 0.0
         sizes = opts.warmup or (native_size(pipe, family),)
         mode = opts.compile_mode or optimize.default_compile_mode(self.device)
-        repeats = 2 if mode in {"reduce-overhead", "max-autotune"} else 1
+        graphs = optimize.uses_cuda_graphs(mode) and self.device.type == "cuda"
+        repeats = 2 if graphs else 1  # CUDA graphs are recorded on the second call
         batches = optimize.warm_batches(opts.batch) if cap in _IMAGE_CAPS else [1]
         with torch.inference_mode():
             for width, height in sizes:
@@ -384,6 +385,8 @@ class Engine:
                         kwargs = _warmup_kwargs(
                             cap, family, width, height, batch, self.device, turbo
                         )
+                        if graphs:
+                            torch.compiler.cudagraph_mark_step_begin()
                         pipe(**kwargs)
                         log.info(
                             "warm-up %s %dx%d batch %d: %.2fs",
@@ -435,6 +438,11 @@ class Engine:
             torch.cuda.reset_peak_memory_stats(self.device)
         try:
             self.faults.maybe_oom()
+            opts = model.optimizations
+            mode = opts.compile_mode or optimize.default_compile_mode(self.device)
+            if opts.compile and self.device.type == "cuda" and optimize.uses_cuda_graphs(mode):
+                # a new request: the CUDA graphs' previous outputs are no longer in use
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.inference_mode():
                 out = pipe(
                     **kwargs,

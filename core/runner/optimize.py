@@ -43,6 +43,10 @@ def use_persistent_compile_cache() -> Path:
     return path
 
 
+def uses_cuda_graphs(mode: str | None) -> bool:
+    return mode in {"reduce-overhead", "max-autotune"}
+
+
 def default_compile_mode(device: torch.device) -> str:
     return "reduce-overhead" if device.type == "cuda" else "default"
 
@@ -92,8 +96,12 @@ def apply(pipe: Any, device: torch.device, dtype: torch.dtype, opts: Optimizatio
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
         mode = opts.compile_mode or default_compile_mode(device)
         for name, module in _modules_to_compile(pipe, opts.compile):
-            module.compile(mode=mode, fullgraph=False, dynamic=False)
-            notes.append(f"COMPILE: {name} (mode {mode})")
+            # CUDA graphs for the UNet only: its outputs are used at once, while the
+            # encoders' outputs live across the steps and a graph's next replay would
+            # overwrite them
+            used = mode if name == "unet" or not uses_cuda_graphs(mode) else "default"
+            module.compile(mode=used, fullgraph=False, dynamic=False)
+            notes.append(f"COMPILE: {name} (mode {used})")
     if opts.batch > 1:
         notes.append(f"BATCH: up to {opts.batch} images per call")
     if opts.png_level is not None:
