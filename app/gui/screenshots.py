@@ -166,6 +166,20 @@ async def shoot(out: Path, models_dir: Path, work: Path) -> list[Path]:
             break
     await asyncio.sleep(0.5)
     await grab("bench", "bench")
+    # The Speed flags dialog of the Models page, as an operator fills it in.
+    from widgets.flags_dialog import FlagsDialog
+
+    dialog = FlagsDialog(
+        {"CHANNELS_LAST": True, "COMPILE": "unet", "BATCH": "8", "SFAST": True},
+        "text-to-image · orchard-tiny/sdxl",
+        parent=window,
+    )
+    dialog.show()
+    await asyncio.sleep(0.5)
+    path = out / "flags.png"
+    dialog.grab().save(str(path))
+    saved.append(path)
+    dialog.reject()
     window.request_quit()
     await window.shutdown()
     await drain()
