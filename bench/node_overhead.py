@@ -102,6 +102,7 @@ def main() -> None:
             str(models),
             "--data-dir",
             str(tmp / "d"),
+            "--free",  # no prices in this config: the payment check is bench/payment_cost.py
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -111,6 +112,8 @@ def main() -> None:
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            if node.poll() is not None:
+                raise SystemExit(f"orchard node exited with {node.returncode}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).json()["status"] == "OK":
                     break

@@ -287,6 +287,14 @@ class EventBus:
 
         return unsubscribe
 
+    def wants(self, event_type: type) -> bool:
+        """Whether a subscriber (or an open stream) takes events of ``event_type``: work that
+        only feeds such events can be skipped when none does."""
+        return any(
+            sub.active and (not sub.types or issubclass(event_type, sub.types))
+            for sub in self._subs
+        )
+
     def emit(self, event: Event) -> None:
         """Record ``event`` and call the subscribers now, in subscription order.
 

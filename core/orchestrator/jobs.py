@@ -252,7 +252,13 @@ class JobManager:
             dev = self.devices.get(gpu) if gpu is not None else None
             if dev is not None:
                 dev.jobs += 1
-            follower = asyncio.create_task(self._relay_progress(job_id, runner))
+            # progress is relayed only to someone listening (the app, an event stream); a
+            # headless node spares the second connection and its events
+            follower = (
+                asyncio.create_task(self._relay_progress(job_id, runner))
+                if self.bus.wants(ev.JobProgress)
+                else None
+            )
             try:
                 resp = await runner.client.generate(
                     slot.capability.value,
@@ -278,7 +284,8 @@ class JobManager:
                 if dev is not None:
                     dev.jobs -= 1
                 await asyncio.sleep(0)
-                follower.cancel()
+                if follower is not None:
+                    follower.cancel()
             if resp.status_code == 500 and "out of memory" in error_message(resp).lower():
                 if not retried_oom and await self._evict_idle(runner, slot):
                     retried_oom = True

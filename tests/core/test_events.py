@@ -238,3 +238,15 @@ def test_events_are_frozen_and_stamped() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.fee = "1"  # type: ignore[misc]
     assert ModelChanged("r0", "text-to-image", "org/m", "loading").detail == ""
+
+
+def test_wants_tells_whether_anyone_takes_an_event_type() -> None:
+    bus = EventBus()
+    assert not bus.wants(JobProgress)
+    stop = bus.subscribe(lambda e: None, JobFinished)
+    assert not bus.wants(JobProgress) and bus.wants(JobFinished)
+    stop_all = bus.subscribe(lambda e: None)  # every event
+    assert bus.wants(JobProgress)
+    stop_all()
+    stop()
+    assert not bus.wants(JobFinished)
