@@ -25,60 +25,6 @@ def test_random_weight_architectures_match_published_sizes(arch: str) -> None:
         assert counts[name] / 1e6 == pytest.approx(millions, abs=1.0), name
 
 
-def test_bench_smoke_direct_runner_node(tiny_models: Path, tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app",
-            "bench",
-            "--pipeline",
-            "text-to-image",
-            "--model",
-            "orchard-tiny/sdxl",
-            "--models-dir",
-            str(tiny_models),
-            "--runs",
-            "2",
-            "--steps",
-            "1",
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--concurrency",
-            "1,2",
-            "--through",
-            "direct,runner,node",
-            "--json",
-            str(tmp_path / "b.json"),
-            "--chart",
-            str(tmp_path / "b.png"),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "median ms" in out.stdout and "overhead of the node" in out.stdout
-    rep = json.loads((tmp_path / "b.json").read_text())
-    assert rep["device"] == "cpu" and rep["versions"]["torch"].startswith("2.13")
-    assert datetime.fromisoformat(rep["date"]).tzinfo is not None
-    paths = {r["path"]: r for r in rep["results"]}
-    assert set(paths) == {"direct", "runner", "node"}
-    for r in paths.values():
-        assert r["median_s"] > 0 and r["cold_load_s"] > 0 and set(r["throughput"]) == {"1", "2"}
-    assert set(rep["overhead_vs_direct_s"]) == {"runner", "node"}
-    with Image.open(tmp_path / "b.png") as chart:
-        assert chart.size == (640, 360)
-    # the direct path's measurement is recorded for placement (on CPU: no memory figures)
-    recorded = json.loads((tmp_path / "data" / "calibration.json").read_text())
-    assert "orchard-tiny/sdxl" in json.dumps(recorded)
-
-
 def bench(tmp_path: Path, tiny_models: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -99,6 +45,46 @@ def bench(tmp_path: Path, tiny_models: Path, *args: str) -> subprocess.Completed
         cwd=ROOT,
         timeout=600,
     )
+
+
+def test_bench_smoke_direct_runner_node(tiny_models: Path, tmp_path: Path) -> None:
+    out = bench(
+        tmp_path,
+        tiny_models,
+        "--pipeline",
+        "text-to-image",
+        "--model",
+        "orchard-tiny/sdxl",
+        "--runs",
+        "2",
+        "--steps",
+        "1",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--concurrency",
+        "1,2",
+        "--through",
+        "direct,runner,node",
+        "--chart",
+        str(tmp_path / "b.png"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "median ms" in out.stdout and "overhead of the node" in out.stdout
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert rep["device"] == "cpu" and rep["versions"]["torch"].startswith("2.13")
+    assert datetime.fromisoformat(rep["date"]).tzinfo is not None
+    paths = {r["path"]: r for r in rep["results"]}
+    assert set(paths) == {"direct", "runner", "node"}
+    for r in paths.values():
+        assert r["median_s"] > 0 and r["cold_load_s"] > 0 and set(r["throughput"]) == {"1", "2"}
+    assert set(rep["overhead_vs_direct_s"]) == {"runner", "node"}
+    with Image.open(tmp_path / "b.png") as chart:
+        assert chart.size == (640, 360)
+    # the direct path's measurement is recorded for placement (on CPU: no memory figures)
+    recorded = json.loads((tmp_path / "data" / "calibration.json").read_text())
+    assert "orchard-tiny/sdxl" in json.dumps(recorded)
 
 
 def test_bench_compares_optimized_with_plain_on_the_same_inputs(
