@@ -72,10 +72,6 @@ class Optimizations:
     png_level: int | None = None
     ignored: tuple[str, ...] = field(default=())
 
-    @property
-    def plain(self) -> bool:
-        return self == Optimizations(ignored=self.ignored)
-
 
 def _bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):

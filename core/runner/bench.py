@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 import core
-from core import modelstore
+from core import optimizations as optim
 from core.pipelines import Capability, parse_capability
 
 PATHS = ("direct", "runner", "node")
@@ -132,13 +132,13 @@ def bench_direct(
     from core.runner.engine import Engine
 
     cap = parse_capability(cfg.pipeline)
-    _read_through(modelstore.resolve(cfg.models_dir, cfg.model))  # cold load = from page cache
     # NVML before this process touched the GPU: the delta then counts its CUDA context too
     nvml_before = _NVML_BASELINE.setdefault(cfg.device, _nvml_used(cfg.device))
     engine = Engine(cfg.device, cfg.models_dir)
     if cfg.model not in _PRELOADED:
         # One untimed load first, so the first variant does not pay alone for importing
-        # diffusers' and transformers' model classes: every variant then loads the same way.
+        # diffusers' and transformers' model classes or for reading the files from disk:
+        # every variant then loads the same way, from page cache.
         engine.load(cap, cfg.model)
         engine.unload(cap, cfg.model)
         _PRELOADED.add(cfg.model)
@@ -200,17 +200,6 @@ def bench_direct(
         optimizations=list(model.optimization_notes),
     )
     return result, output
-
-
-def _read_through(path: Path) -> None:
-    """Read every file of a model once, so each variant's cold load starts from page cache
-    (what warming a model the machine has used before costs), not from whichever disk state
-    the previous variant left."""
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            with f.open("rb") as fh:
-                while fh.read(16 * 2**20):
-                    pass
 
 
 _NVML_BASELINE: dict[str, int | None] = {}
@@ -375,10 +364,8 @@ def bench_node(
 
 def _with_warmup(cfg: BenchConfig, flags: dict[str, Any]) -> dict[str, Any]:
     """Compiled variants warm up at the benchmark's size, as an operator would configure."""
-    if not flags or "WARMUP" in {k.upper() for k in flags}:
-        return flags
-    if str(flags.get("COMPILE", flags.get("compile", "false"))).lower() == "false":
-        return flags
+    if "WARMUP" in flags or optim.parse(flags).compile is None:
+        return flags  # flags come from parse_cli: names are upper case
     width, height, _ = _defaults(cfg)
     return {**flags, "WARMUP": f"{width}x{height}"}
 

@@ -549,7 +549,8 @@ class Engine:
 
     def _batch(self, model: LoadedModel, jobs: list[_ImageJob]) -> list[ImageResult]:
         """One pipeline call for several requests: prompts and seeds as lists, one per image."""
-        if len(jobs) == 1:
+        padding = model.optimizations.compile is not None
+        if len(jobs) == 1 and not padding:
             j = jobs[0]
             return [self._images(model, j.p, j.seed, j.on_step, **j.extra)]
         first = jobs[0]
@@ -565,7 +566,7 @@ class Engine:
                 per_image.setdefault(name, []).extend([text] * n)
             if "image" in j.extra:
                 per_image.setdefault("image", []).extend([j.extra["image"]] * n)
-        if model.optimizations.compile:
+        if padding:
             # pad to a batch size compiled at warm time; the padding images are dropped
             pad = optimize.padded_batch(len(seeds), model.optimizations.batch) - len(seeds)
             for values in per_image.values():

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from core.optimizations import Optimizations
+from core.optimizations import IGNORED_FLAGS, Optimizations
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,12 @@ def warm_batches(limit: int) -> list[int]:
 
 
 def padded_batch(n: int, limit: int) -> int:
-    return next(b for b in warm_batches(limit) if b >= n)
+    """The warmed batch size a call of ``n`` images runs at; one request of more images
+    than ``limit`` runs as it is (that size compiles once, on first use)."""
+    return next((b for b in warm_batches(limit) if b >= n), n)
 
 
 def _ignored(opts: Optimizations) -> list[tuple[str, str]]:
-    from core.optimizations import IGNORED_FLAGS
-
     return [(name, IGNORED_FLAGS[name]) for name in opts.ignored]
 
 
